@@ -1,0 +1,92 @@
+"""Input checks shared by posteriors, bundles and training (numpy only)."""
+from __future__ import annotations
+
+import numpy as np
+
+from tflbayes.errors import InvalidInputError
+
+__all__ = ["check_inputs", "check_labels", "check_choice", "check_positive_int", "check_positive_float"]
+
+
+def check_inputs(x, input_shape, name: str = "x") -> np.ndarray:
+    """Return ``x`` as float32 ``[N, *input_shape]``; raise :class:`InvalidInputError` otherwise.
+
+    ``input_shape`` excludes the batch axis; ``None`` entries match any size. A single example
+    of shape ``input_shape`` is NOT silently promoted: batch axes must be explicit.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as e:  # ragged lists
+        raise InvalidInputError(f"`{name}` cannot be read as an array: {e}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InvalidInputError(f"`{name}` must be numeric. Received dtype {arr.dtype}.")
+    expected = tuple(input_shape)
+    if arr.ndim != len(expected) + 1 or any(
+        e is not None and e != a for e, a in zip(expected, arr.shape[1:])
+    ):
+        shape = ", ".join("?" if e is None else str(e) for e in expected)
+        raise InvalidInputError(
+            f"`{name}` must have shape [N, {shape}]. Received: shape={list(arr.shape)}"
+        )
+    if arr.shape[0] == 0:
+        raise InvalidInputError(f"`{name}` is empty (0 inputs).")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)).ravel()
+        raise InvalidInputError(
+            f"`{name}` contains NaN or inf values (inputs {bad[:5].tolist()}"
+            f"{' ...' if len(bad) > 5 else ''})."
+        )
+    return arr
+
+
+def check_labels(y, num: int, num_classes: int | None = None, name: str = "y") -> np.ndarray:
+    """Integer class labels ``[num]`` in ``[0, num_classes)``."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] != num:
+        raise InvalidInputError(
+            f"`{name}` must hold {num} integer labels (one per input). Received: shape={list(arr.shape)}"
+        )
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise InvalidInputError(f"`{name}` must hold integer class labels. Received dtype {arr.dtype}.")
+    if arr.min() < 0 or (num_classes is not None and arr.max() >= num_classes):
+        raise InvalidInputError(
+            f"`{name}` labels must lie in [0, {num_classes}). Received min={arr.min()}, max={arr.max()}."
+        )
+    return arr.astype(np.int64)
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise InvalidInputError(
+            f"Invalid value received for argument `{name}`. Expected one of "
+            f"{', '.join(repr(c) for c in choices)}. Received: {name}={value!r}"
+        )
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidInputError(
+            f"Invalid value received for argument `{name}`. Expected an integer >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_positive_float(name: str, value, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = np.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidInputError(
+            f"Invalid value received for argument `{name}`. Expected a finite number {bound}. "
+            f"Received: {name}={value!r}"
+        )
+    return value

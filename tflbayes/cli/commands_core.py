@@ -1,0 +1,119 @@
+"""``tflbayes train | evaluate | demo``."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from tflbayes.cli._common import friendly_errors, parse_options, print_table
+
+__all__ = ["COMMANDS", "train", "evaluate", "demo", "QUALITY_COLUMNS"]
+
+QUALITY_COLUMNS = [
+    ("name", "model"), ("accuracy", "acc"), ("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE"),
+    ("misclassification_auroc", "misc-AUROC"), ("ood_auroc_total", "OOD-AUROC(total)"),
+    ("ood_auroc_epistemic", "OOD-AUROC(epist)"),
+]
+
+
+def _method_choices():
+    from tflbayes.methods import METHODS
+
+    return sorted(METHODS)
+
+
+@click.command()
+@click.option("--data", "data", default="digits", show_default=True, help="digits, mnist, or a path to an .npz")
+@click.option("--method", default="deep_ensemble", show_default=True, help="training method (see tflbayes.METHODS)")
+@click.option("--arch", type=click.Choice(["mlp", "cnn"]), default="cnn", show_default=True)
+@click.option("--members", type=int, default=None, help="deep_ensemble: number of members")
+@click.option("--rate", type=float, default=None, help="mc_dropout: dropout rate")
+@click.option("--estimator", default=None, help="variational: flipout | reparameterization | local_reparameterization")
+@click.option("--layers", type=click.Choice(["all", "last"]), default=None, help="stochastic layers: all or last")
+@click.option("--option", "-o", "extra", multiple=True, help="any other method option as key=value (repeatable)")
+@click.option("--holdout", default=None, help="comma-separated classes left out of training (OOD protocol 'heldout')")
+@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(), default=None, help="posterior folder (default runs/<data>-<method>)")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@friendly_errors
+def train(data, method, arch, members, rate, estimator, layers, extra, holdout, epochs, batch_size,
+          learning_rate, seed, out, quiet):
+    """Train a posterior on a data set and save it as a posterior folder."""
+    import tflbayes as tb
+    from tflbayes.architectures import builder
+
+    options = parse_options(extra)
+    for key, value in (("members", members), ("rate", rate), ("estimator", estimator), ("layers", layers)):
+        if value is not None:
+            options[key] = value
+    hold = [h.strip() for h in holdout.split(",")] if holdout else None
+    hold = [int(h) if h.isdigit() else h for h in hold] if hold else None
+    ds = tb.data.load(data, holdout_classes=hold)
+    build = builder(arch, ds.input_shape, ds.num_classes)
+    t0 = time.perf_counter()
+    post = tb.fit(build, ds, method=method, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                  seed=seed, verbose=0 if quiet else 1, **options)
+    seconds = time.perf_counter() - t0
+    post.options.setdefault("data", {"name": ds.name, "holdout_classes": list(ds.holdout_classes)})
+    post.options["arch"] = arch
+    out = out or f"runs/{Path(str(data)).stem}-{method}"
+    post.save(out)
+    acc = float((post.predict(ds.x_test).label == ds.y_test).mean())
+    click.echo(f"trained {method} (S={post.num_samples}) in {seconds:.1f} s, test accuracy {acc:.4f}; wrote {out}")
+
+
+@click.command()
+@click.argument("posterior", type=click.Path())
+@click.option("--data", default="digits", show_default=True, help="digits, mnist, or an .npz (its test split is used)")
+@click.option("--ood", "ood_kinds", multiple=True, default=("noise",), show_default=True,
+              help="OOD protocol(s): noise, rotate, heldout, other")
+@click.option("--num-samples", type=int, default=None, help="S for stochastic posteriors")
+@click.option("--plots", type=click.Path(), default=None, help="folder for reliability diagrams and histograms")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="write the metrics here as JSON")
+@friendly_errors
+def evaluate(posterior, data, ood_kinds, num_samples, plots, json_out):
+    """Evaluate a posterior folder: accuracy, NLL, Brier, ECE, misclassification and OOD AUROC."""
+    import tflbayes as tb
+
+    post = tb.load(posterior)
+    hold = (post.options.get("data") or {}).get("holdout_classes") or None
+    ds = tb.data.load(data, holdout_classes=hold)
+    rows, report = [], {}
+    pred_in = post.predict(ds.x_test, num_samples=num_samples)
+    for kind in ood_kinds:
+        x_ood = tb.data.ood(ds, kind)
+        pred_ood = post.predict(x_ood, num_samples=num_samples)
+        metrics = tb.metrics.evaluate_prediction(pred_in, ds.y_test, pred_ood)
+        report[kind] = metrics
+        rows.append({"name": f"{Path(posterior).name} vs {kind}", **metrics})
+        if plots:
+            tb.plots.comparison_plots({f"{Path(posterior).name}-{kind}": (pred_in, pred_ood, ds.y_test)}, plots)
+    print_table(rows, QUALITY_COLUMNS)
+    if json_out:
+        from tflbayes._io import write_json
+
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(json_out, {"posterior": str(posterior), "data": data, "metrics": report})
+    written = [p for p in (json_out, plots) if p]
+    click.echo(f"evaluated {posterior}" + (f"; wrote {', '.join(written)}" if written else ""))
+
+
+@click.command()
+@click.option("--out", type=click.Path(), default="demo_out", show_default=True, help="folder for posteriors, plots, JSON")
+@click.option("--data", default="digits", show_default=True)
+@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--quiet", is_flag=True)
+@friendly_errors
+def demo(out, data, epochs, quiet):
+    """Train MC dropout, VI and a deep ensemble on bundled data and compare them side by side."""
+    from tflbayes.demo import run_demo
+
+    run_demo(out, data=data, epochs=epochs, verbose=0 if quiet else 1)
+
+
+COMMANDS = [train, evaluate, demo]

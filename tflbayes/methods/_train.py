@@ -1,0 +1,73 @@
+"""Shared Keras training loop pieces for the methods."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from tflbayes._keras import keras
+from tflbayes.errors import DivergenceError
+
+__all__ = ["scope", "build", "compile_classifier", "train", "set_seed"]
+
+
+def set_seed(seed):
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+
+
+def scope(strategy):
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def build(build_model, x_shape):
+    model = build_model()
+    if not isinstance(model, keras.Model):
+        from tflbayes.errors import InvalidInputError
+
+        raise InvalidInputError(f"`build_model` must return a Keras model. It returned {type(model).__name__}.")
+    want = tuple(model.input_shape[1:])
+    if len(want) != len(x_shape) or any(w is not None and w != s for w, s in zip(want, x_shape)):
+        from tflbayes.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"The model built by `build_model` takes inputs of shape {list(want)}, the data has {list(x_shape)}."
+        )
+    return model
+
+
+def compile_classifier(model, learning_rate, optimizer=None):
+    model.compile(
+        optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+class _StopOnNaN(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.model.stop_training = True
+            self.bad_batch = batch
+
+
+def train(model, x, y, cfg, *, epochs=None, callbacks=(), what="model"):
+    """``model.fit`` with the config's options; raises DivergenceError on a NaN/inf loss."""
+    nan = _StopOnNaN()
+    hist = model.fit(
+        x, y,
+        epochs=cfg.epochs if epochs is None else epochs,
+        batch_size=cfg.batch_size,
+        validation_data=cfg.validation_data,
+        callbacks=[*cfg.callbacks, *callbacks, nan],
+        verbose=cfg.verbose,
+        shuffle=True,
+    )
+    if hasattr(nan, "bad_batch"):
+        raise DivergenceError(
+            f"Training of the {what} diverged (loss became NaN/inf at batch {nan.bad_batch} of epoch "
+            f"{len(hist.history.get('loss', []))}); try a smaller learning rate."
+        )
+    return hist
+

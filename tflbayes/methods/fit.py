@@ -1,0 +1,84 @@
+"""``tb.fit``: one entry point that turns a deterministic Keras builder into a Posterior."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+from tflbayes._checks import check_inputs, check_labels, check_positive_float, check_positive_int
+from tflbayes.errors import InvalidInputError
+from tflbayes.methods.registry import METHODS, TrainConfig
+
+# importing the method modules registers them
+from tflbayes.methods import dropout as _dropout  # noqa: F401,E402
+from tflbayes.methods import ensemble as _ensemble  # noqa: F401,E402
+from tflbayes.methods import variational as _variational  # noqa: F401,E402
+
+__all__ = ["fit", "METHODS"]
+
+
+def fit(build_model: Callable, data, method: str = "deep_ensemble", *, epochs: int = 20, batch_size: int = 64,
+        learning_rate: float = 1e-3, validation_data=None, callbacks: Sequence = (), verbose: int = 1,
+        seed: Optional[int] = 0, strategy=None, class_names: Optional[Sequence[str]] = None, **options):
+    """Train an approximate posterior with the Keras API.
+
+    Args:
+        build_model: zero-argument function returning a deterministic Sequential or functional
+            Keras model (from ``tflbayes._keras`` / ``tf_keras``) that outputs logits.
+        data: ``(x, y)`` arrays (inputs, integer labels) or a :class:`tflbayes.data.Dataset`
+            (its training split and class names are used).
+        method: one of ``tflbayes.METHODS`` (``"mc_dropout"``, ``"variational"``,
+            ``"deep_ensemble"``, and the sampling methods).
+        epochs, batch_size, learning_rate: the usual Keras training options.
+        validation_data: optional ``(x_val, y_val)`` passed to ``model.fit``.
+        callbacks: extra Keras callbacks, run alongside tflbayes's own.
+        verbose: 0 silent, 1 Keras progress bars.
+        seed: seeds initialisation, shuffling and dropout (None: not seeded).
+        strategy: a ``tf.distribute.Strategy``; models are built and trained under its scope.
+        class_names: class names (default: the dataset's, else "0".."C-1").
+        **options: method options; unknown ones raise ``ValueError`` listing the valid ones.
+
+    Returns:
+        A :class:`~tflbayes.posterior.Posterior`.
+
+    Example:
+        >>> post = tb.fit(build, (x, y), method="deep_ensemble", members=5, epochs=10)  # doctest: +SKIP
+    """
+    if method not in METHODS:
+        raise InvalidInputError(
+            f"Invalid value received for argument `method`. Expected one of {', '.join(sorted(METHODS))}. "
+            f"Received: method={method!r}"
+        )
+    spec = METHODS[method]
+    unknown = sorted(set(options) - set(spec.defaults))
+    if unknown:
+        valid = ", ".join(sorted(spec.defaults)) or "none"
+        raise InvalidInputError(
+            f"Unknown option(s) {', '.join(unknown)} for method {method!r}. Valid options: {valid}."
+        )
+    if not callable(build_model):
+        raise InvalidInputError("`build_model` must be a zero-argument function that returns a Keras model.")
+    if hasattr(data, "x_train"):
+        x, y = data.x_train, data.y_train
+        class_names = class_names if class_names is not None else getattr(data, "class_names", None)
+    else:
+        try:
+            x, y = data
+        except (TypeError, ValueError):
+            raise InvalidInputError("`data` must be a tuple (x, y) or a tflbayes Dataset.") from None
+    x = check_inputs(x, (None,) * (max(getattr(x, "ndim", 2), 2) - 1), "x")
+    y = check_labels(y, len(x))
+    if validation_data is not None:
+        xv, yv = validation_data
+        xv = check_inputs(xv, x.shape[1:], "validation_data[0]")
+        validation_data = (xv, check_labels(yv, len(xv), name="validation_data[1]"))
+    cfg = TrainConfig(
+        epochs=check_positive_int("epochs", epochs),
+        batch_size=check_positive_int("batch_size", batch_size),
+        learning_rate=check_positive_float("learning_rate", learning_rate),
+        validation_data=validation_data,
+        callbacks=list(callbacks or ()),
+        verbose=int(verbose),
+        seed=seed,
+        strategy=strategy,
+        class_names=list(class_names) if class_names is not None else None,
+    )
+    return spec.train(build_model, x, y, cfg, **{**spec.defaults, **options})

@@ -1,0 +1,8 @@
+"""The Posterior spine: what every method makes and every later stage consumes."""
+from tflbayes.posterior.base import Posterior
+from tflbayes.posterior.ensemble import EnsemblePosterior
+from tflbayes.posterior.merge import merge
+from tflbayes.posterior.stochastic import StochasticPosterior
+from tflbayes.posterior.storage import load
+
+__all__ = ["Posterior", "EnsemblePosterior", "StochasticPosterior", "load", "merge"]

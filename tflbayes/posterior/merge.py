@@ -1,0 +1,47 @@
+"""Merge independently trained ensembles / SG-MCMC chains into one posterior."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from tflbayes.errors import InvalidInputError
+from tflbayes.posterior.ensemble import EnsemblePosterior
+
+__all__ = ["merge"]
+
+
+def merge(posteriors: Sequence, method: str | None = None) -> EnsemblePosterior:
+    """Concatenate the members of ensemble posteriors trained as separate jobs.
+
+    Each job (an ensemble member, an SG-MCMC chain) saves its own posterior folder; ``merge``
+    checks that they share one architecture and one class list and returns an
+    :class:`EnsemblePosterior` with all their members, in order. ``options["chains"]`` records
+    how many members each part contributed (used for R-hat across chains).
+
+    Args:
+        posteriors: :class:`EnsemblePosterior` objects or paths to posterior folders.
+        method: method name for the result (default: the parts' common method, else "merged").
+    """
+    from tflbayes.posterior.storage import load
+
+    parts = [load(p) if not isinstance(p, EnsemblePosterior) else p for p in posteriors]
+    if not parts:
+        raise InvalidInputError("Invalid value received for argument `posteriors`: nothing to merge.")
+    for i, p in enumerate(parts):
+        if not isinstance(p, EnsemblePosterior):
+            raise InvalidInputError(
+                f"Only ensemble posteriors (ensembles, SG-MCMC samples) can be merged; part {i} is a "
+                f"{type(p).__name__}."
+            )
+    first = parts[0]
+    arch = first.model.to_json()
+    for i, p in enumerate(parts[1:], start=1):
+        if p.model.to_json() != arch:
+            raise InvalidInputError(f"Part {i} has a different Keras architecture from part 0; cannot merge.")
+        if p.class_names != first.class_names:
+            raise InvalidInputError(f"Part {i} has class names {p.class_names}, part 0 has {first.class_names}.")
+    methods = {p.method for p in parts}
+    name = method or (methods.pop() if len(methods) == 1 else "merged")
+    options = dict(first.options)
+    options["chains"] = [c for p in parts for c in p.options.get("chains", [p.num_samples])]
+    members = [ws for p in parts for ws in p.members]
+    return EnsemblePosterior(first.model, members, name, options, first.class_names)
