@@ -45,6 +45,11 @@ _LAZY = {
     "StochasticPosterior": ("tflbayes.posterior", "StochasticPosterior"),
     "load": ("tflbayes.posterior", "load"),
     "merge": ("tflbayes.posterior", "merge"),
+    # LiteRT conversion and the device runtime
+    "converters": ("tflbayes.converters", None),
+    "convert": ("tflbayes.converters.convert", "convert"),
+    "load_bundle": ("tflbayes.runtime", "load_bundle"),
+    "Bundle": ("tflbayes.runtime", "Bundle"),
 }
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""LiteRT conversion of tflbayes posteriors (installed as ``tflbayes.converters``)."""

@@ -1,0 +1,265 @@
+"""``tb.convert``: a Posterior -> a verified LiteRT bundle (``.tflite`` files + ``manifest.json``)."""
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tflbayes._checks import check_choice, check_inputs, check_labels, check_positive_int
+from tflbayes._io import atomic_dir, sha256_file, write_json
+from tflbayes._keras import tf
+from tflbayes.errors import ConversionError, InvalidInputError
+from tflbayes.converters.verify import verify_bundle
+from tflbayes.runtime.manifest import FORMAT, FORMAT_VERSION, MODES, OUTPUT_MEANINGS, PRECISIONS
+
+__all__ = ["convert", "DEFAULT_COVERAGE"]
+
+DEFAULT_COVERAGE = 0.95
+_VERIFY_INPUTS = 100
+
+
+def _default_mode(posterior) -> str:
+    return {"ensemble": "batched", "stochastic": "stochastic", "dirichlet": "dirichlet"}[posterior.kind]
+
+
+def _check_mode_fits(posterior, mode):
+    fits = {"members": ("ensemble",), "batched": ("ensemble",), "stochastic": ("stochastic",),
+            "dirichlet": ("dirichlet",)}[mode]
+    if posterior.kind not in fits:
+        if mode == "dirichlet":
+            raise ConversionError(
+                "mode='dirichlet' needs a DirichletPosterior (an EnD² student from "
+                "tb.distill(teacher, x, method='end2')); received a "
+                f"{type(posterior).__name__}.")
+        ok = [m for m, kinds in {"members": ("ensemble",), "batched": ("ensemble",),
+                                 "stochastic": ("stochastic",)}.items() if posterior.kind in kinds]
+        raise ConversionError(
+            f"mode={mode!r} does not fit a {type(posterior).__name__}; use mode in {ok}.")
+
+
+def _head_fn(num_samples, batch_size, num_classes):
+    from tflbayes.converters.graphs.head import head_from_logits
+
+    @tf.function(input_signature=[tf.TensorSpec([num_samples, batch_size, num_classes], tf.float32, name="logits")])
+    def head(logits):
+        return head_from_logits(logits, member_probs=True)
+
+    return head
+
+
+def _body_fns(posterior, mode, num_samples, batch_size, with_head):
+    """[(file stem, tf.function)] of the body graphs."""
+    if mode == "batched":
+        from tflbayes.converters.graphs.batched import build_batched
+
+        return [("model" if with_head else "body",
+                 build_batched(posterior, batch_size=batch_size, head=with_head, member_probs=with_head))]
+    if mode == "members":
+        from tflbayes.converters.graphs.members import build_member
+
+        return [(f"member_{i:03d}", build_member(posterior, i, batch_size=batch_size)) for i in range(num_samples)]
+    if mode == "stochastic":
+        from tflbayes.converters.graphs.stochastic import build_stochastic
+
+        return [("model" if with_head else "body",
+                 build_stochastic(posterior, num_samples, batch_size=batch_size, head=with_head,
+                                  member_probs=with_head))]
+    raise ConversionError(f"mode {mode!r} is not implemented yet.")
+
+
+def _calibrate(bundle, calibration, coverage) -> Optional[dict]:
+    if calibration is None:
+        return None
+    x, y = calibration
+    pred = bundle.predict(x)
+    score = "epistemic" if pred.epistemic is not None else "total"
+    thr = {"score": score, "coverage": coverage, "num_inputs": int(len(x))}
+    for k in ("epistemic", "total"):
+        u = getattr(pred, k)
+        if u is not None:
+            thr[k] = float(np.quantile(u, coverage))
+    accepted = getattr(pred, score) <= thr[score]
+    correct = pred.label == y
+    thr["accepted_fraction"] = float(accepted.mean())
+    thr["accuracy_all"] = float(correct.mean())
+    thr["accuracy_accepted"] = float(correct[accepted].mean()) if accepted.any() else None
+    return thr
+
+
+def convert(posterior, out, mode: Optional[str] = None, precision: str = "float32", representative_data=None,
+            num_samples: Optional[int] = None, calibration=None, *, batch_size: int = 1,
+            allow_flex: bool = False, coverage: float = DEFAULT_COVERAGE, verification_data=None,
+            verify: bool = True):
+    """Convert a posterior to a verified LiteRT bundle and return it loaded (:class:`~tflbayes.runtime.Bundle`).
+
+    Args:
+        posterior: an ensemble, stochastic (or, with issue 6, Dirichlet) posterior.
+        out: the bundle folder (written atomically: a failed conversion leaves nothing behind).
+        mode: ``"members"`` (one file per member), ``"batched"`` (all members in one graph),
+            ``"stochastic"`` (S samples per invoke from builtin random ops), ``"dirichlet"``.
+            Default: ``batched`` for ensembles, ``stochastic`` for stochastic posteriors.
+        precision: ``float32``, ``float16``, ``dynamic`` (int8 weights), ``int8`` (full integer,
+            int8 input; the uncertainty head stays float in a separate CPU graph), ``edgetpu``
+            (int8 body checked against the Edge TPU's constraints, head on the CPU).
+        representative_data: inputs ``[N, *input_shape]`` for int8 calibration (required for
+            ``int8`` / ``edgetpu``).
+        num_samples: S per invoke for stochastic bundles (default: the posterior's); for
+            ensembles, the first ``num_samples`` members (default: all).
+        calibration: ``(x_val, y_val)``: sets the abstention thresholds (the uncertainty that
+            keeps ``coverage`` of in-distribution inputs) and is the default verification data.
+        batch_size: static batch of the graphs (1 for streaming sensors).
+        allow_flex: permit Select TF ops (refused by default, naming the op and layer).
+        coverage: fraction of in-distribution inputs the calibrated threshold accepts.
+        verification_data: inputs for verification (default: calibration inputs, else the
+            representative data, else the first input-shaped Gaussian noise — noted in the report).
+        verify: run the verification (default True; a failure raises VerificationError).
+    """
+    from tflbayes.runtime import Bundle
+
+    mode = mode if mode is not None else _default_mode(posterior)
+    check_choice("mode", mode, MODES)
+    check_choice("precision", precision, PRECISIONS)
+    _check_mode_fits(posterior, mode)
+    batch_size = check_positive_int("batch_size", batch_size)
+    if not 0 < coverage < 1:
+        raise InvalidInputError(f"Invalid value received for argument `coverage`. Expected a float in (0, 1). Received: coverage={coverage!r}")
+    int8 = precision in ("int8", "edgetpu")
+    if int8 and representative_data is None:
+        raise InvalidInputError(
+            f"precision={precision!r} needs representative_data (a few hundred typical inputs) to "
+            "calibrate the int8 ranges; pass representative_data=x_train[:300] (CLI: --data).")
+    rep = check_inputs(representative_data, posterior.input_shape, "representative_data") if representative_data is not None else None
+    if calibration is not None:
+        try:
+            cx, cy = calibration
+        except (TypeError, ValueError):
+            raise InvalidInputError("`calibration` must be a tuple (x_val, y_val).") from None
+        cx = check_inputs(cx, posterior.input_shape, "calibration[0]")
+        calibration = (cx, check_labels(cy, len(cx), posterior.num_classes, "calibration[1]"))
+    if mode in ("members", "batched"):
+        s = posterior.num_samples if num_samples is None else check_positive_int("num_samples", num_samples)
+        if s > posterior.num_samples:
+            raise InvalidInputError(f"num_samples={s} exceeds the ensemble's {posterior.num_samples} members.")
+        if s < posterior.num_samples:
+            from tflbayes.posterior import EnsemblePosterior
+
+            posterior = EnsemblePosterior(posterior.model, posterior.members[:s], posterior.method,
+                                          posterior.options, posterior.class_names)
+    else:
+        s = posterior.num_samples if num_samples is None else check_positive_int("num_samples", num_samples)
+
+    if verification_data is not None:
+        xv, xv_source = check_inputs(verification_data, posterior.input_shape, "verification_data"), "verification_data"
+    elif calibration is not None:
+        xv, xv_source = calibration[0], "calibration"
+    elif rep is not None:
+        xv, xv_source = rep, "representative_data"
+    else:
+        rng = np.random.default_rng(0)
+        xv, xv_source = rng.normal(0.5, 0.5, (32, *posterior.input_shape)).astype(np.float32), "synthetic gaussian noise"
+    xv = xv[:_VERIFY_INPUTS]
+
+    c = posterior.num_classes
+    in_graph_head = not int8 and mode != "members"
+    bodies = _body_fns(posterior, mode, s, batch_size, with_head=in_graph_head)
+    rep_gen = None
+    if int8:
+        from tflbayes.converters.tflite import representative_factory
+
+        rep_gen = representative_factory(rep, batch_size)
+    from tflbayes.converters.tflite import op_names, to_tflite
+
+    blobs = {}
+    for stem, fn in bodies:
+        blobs[f"{stem}.tflite"] = to_tflite(fn, posterior.model, precision, rep_gen, allow_flex=allow_flex,
+                                            float_fallback=(mode == "stochastic" and precision == "int8"))
+    if int8 and mode != "members":
+        blobs["head.tflite"] = to_tflite(_head_fn(s, batch_size, c), posterior.model, "float32")
+    ops = {name: op_names(b) for name, b in blobs.items()}
+    flex = sorted({o for names in ops.values() for o in names if o.startswith("CUSTOM:")})
+    if flex and not allow_flex:  # belt and braces: the converter was told builtins only
+        raise ConversionError(f"The graph contains non-builtin ops {flex}; pass allow_flex=True to accept them.")
+
+    edgetpu = None
+    if precision == "edgetpu":
+        from tflbayes.converters.edgetpu import check_edgetpu
+
+        body_names = [n for n in blobs if n != "head.tflite"]
+        edgetpu = {n: check_edgetpu(blobs[n]) for n in body_names}
+
+    with atomic_dir(out) as tmp:
+        for name, blob in blobs.items():
+            (tmp / name).write_bytes(blob)
+        stages = []
+        if mode == "members":
+            stages.append({"kind": "members", "files": sorted(n for n in blobs if n.startswith("member_")),
+                           "sha256": [sha256_file(tmp / n) for n in sorted(n for n in blobs if n.startswith("member_"))],
+                           "outputs": ["logits"], "runs_on": "edgetpu" if precision == "edgetpu" else "cpu"})
+            stages.append({"kind": "host_head", "inputs": ["logits"],
+                           "outputs": ["member_probs", "probs", "total", "aleatoric", "epistemic"]})
+            post = "host"
+        else:
+            body = next(n for n in blobs if n != "head.tflite")
+            stage = {"kind": "graph", "file": body, "sha256": sha256_file(tmp / body), "inputs": ["x"],
+                     "runs_on": "edgetpu" if precision == "edgetpu" else "cpu",
+                     "outputs": ["logits"] if int8 else ["probs", "total", "aleatoric", "epistemic", "member_probs"]}
+            if precision == "edgetpu":
+                stage["edgetpu_file"] = body.replace(".tflite", "_edgetpu.tflite")
+            stages.append(stage)
+            if int8:
+                stages.append({"kind": "graph", "file": "head.tflite", "sha256": sha256_file(tmp / "head.tflite"),
+                               "inputs": ["logits"], "runs_on": "cpu",
+                               "outputs": ["probs", "total", "aleatoric", "epistemic", "member_probs"]})
+            post = "cpu_graph" if int8 else "in_graph"
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "mode": mode,
+            "precision": precision,
+            "num_samples": int(s),
+            "class_names": posterior.class_names,
+            "input": {"name": "x", "shape": [batch_size, *[int(d) for d in posterior.input_shape]],
+                      "dtype": "int8" if int8 else "float32"},
+            "outputs": {k: OUTPUT_MEANINGS[k] for k in ("probs", "total", "aleatoric", "epistemic", "member_probs")},
+            "postprocessing": post,
+            "stages": stages,
+            "ops": ops,
+            "thresholds": None,
+            "verification": None,
+            "provenance": {
+                "posterior_kind": posterior.kind,
+                "method": posterior.method,
+                "options": posterior.options,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "tensorflow": tf.__version__,
+                "python": platform.python_version(),
+            },
+        }
+        if edgetpu is not None:
+            from tflbayes.converters.edgetpu import compile_command, run_compiler
+
+            manifest["edgetpu"] = {
+                "readiness": edgetpu,
+                "split": "the int8 body may run on the Edge TPU; the float uncertainty head runs on the CPU "
+                         "(head.tflite)" if mode != "members" else "members on the Edge TPU, uncertainty on the host",
+                "compile": run_compiler([tmp / n for n in edgetpu], tmp),
+                "command": compile_command([Path(out) / n for n in edgetpu], Path(out)),
+            }
+        write_json(tmp / "manifest.json", manifest)
+        bundle = Bundle(tmp)
+        if int8:  # record the quantization of the input the runtime applies
+            det = bundle._graph(stages[0]["files"][0] if mode == "members" else stages[0]["file"]).inputs["x"]
+            q = det.get("quantization_parameters") or {}
+            manifest["input"]["quantization"] = {"scale": float(q["scales"][0]), "zero_point": int(q["zero_points"][0])}
+        if verify:
+            report = verify_bundle(bundle, posterior, xv, precision)
+            report["data"] = xv_source
+            manifest["verification"] = report
+        else:
+            manifest["verification"] = {"passed": None, "skipped": True}
+        manifest["thresholds"] = _calibrate(bundle, calibration, coverage)
+        write_json(tmp / "manifest.json", manifest)
+    return Bundle(out)

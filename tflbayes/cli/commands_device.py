@@ -1,0 +1,151 @@
+"""``tflbayes convert | predict | inspect``: LiteRT bundles."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from tflbayes.cli._common import friendly_errors, print_table
+from tflbayes.errors import InvalidInputError
+
+__all__ = ["COMMANDS", "convert", "predict", "inspect"]
+
+
+def _load_xy(path, what):
+    from tflbayes._io import load_npz
+
+    arrays = load_npz(path, InvalidInputError)
+    if "x" not in arrays:
+        raise InvalidInputError(f"{path}: {what} file needs an array 'x' (and 'y' for labels); found {sorted(arrays)}.")
+    return arrays["x"], arrays.get("y")
+
+
+@click.command()
+@click.argument("posterior", type=click.Path())
+@click.option("--mode", type=click.Choice(["members", "batched", "stochastic", "dirichlet"]), default=None,
+              help="default: batched for ensembles, stochastic for MC dropout / VI")
+@click.option("--precision", type=click.Choice(["float32", "float16", "dynamic", "int8", "edgetpu"]),
+              default="float32", show_default=True)
+@click.option("--data", default=None, help="digits, mnist or an .npz: representative inputs (train split) "
+              "and calibration data (test split)")
+@click.option("--calibration", type=click.Path(), default=None, help=".npz with x, y for the abstention thresholds")
+@click.option("--num-samples", type=int, default=None, help="S per invoke (stochastic) / first S members")
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--coverage", type=float, default=0.95, show_default=True, help="in-distribution inputs the threshold keeps")
+@click.option("--allow-flex", is_flag=True, help="allow Select TF (Flex) ops")
+@click.option("--out", type=click.Path(), default=None, help="bundle folder (default bundles/<posterior>-<mode>-<precision>)")
+@friendly_errors
+def convert(posterior, mode, precision, data, calibration, num_samples, batch_size, coverage, allow_flex, out):
+    """Convert a posterior folder to a verified LiteRT bundle."""
+    import tflbayes as tb
+
+    post = tb.load(posterior)
+    rep = cal = None
+    if data is not None:
+        hold = (post.options.get("data") or {}).get("holdout_classes") or None
+        ds = tb.data.load(data, holdout_classes=hold)
+        rep, cal = ds.x_train[:300], (ds.x_test, ds.y_test)
+    if calibration is not None:
+        x, y = _load_xy(calibration, "calibration")
+        if y is None:
+            raise InvalidInputError(f"{calibration}: the calibration file needs labels 'y'.")
+        cal = (x, y)
+    if precision in ("int8", "edgetpu") and rep is None:
+        raise click.UsageError(f"--precision {precision} needs representative inputs: pass --data digits|mnist|file.npz.")
+    out = out or f"bundles/{Path(posterior).name}-{mode or 'auto'}-{precision}"
+    bundle = tb.convert(post, out, mode=mode, precision=precision, representative_data=rep, num_samples=num_samples,
+                        calibration=cal, batch_size=batch_size, coverage=coverage, allow_flex=allow_flex)
+    v = bundle.manifest["verification"]
+    facts = ", ".join(f"{k}={v[k]:.3g}" for k in ("max_abs_prob_diff", "argmax_agreement", "max_excess") if k in v)
+    click.echo(f"wrote {bundle.mode}/{bundle.precision} bundle (S={bundle.num_samples}, {bundle.size_bytes} bytes) "
+               f"to {out}; verification passed ({facts})")
+    if "edgetpu" in bundle.manifest:
+        e = bundle.manifest["edgetpu"]
+        ready = all(r["ready"] for r in e["readiness"].values())
+        click.echo(f"Edge TPU: {'ready' if ready else 'NOT ready: ' + '; '.join(p for r in e['readiness'].values() for p in r['problems'][:2])}"
+                   f"\ncompile with: {e['command']}")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--input", "input_path", required=True, type=click.Path(), help=".npy (one input or a batch) or .npz with 'x'")
+@click.option("--threshold", type=float, default=None, help="override the calibrated threshold")
+@click.option("--score", type=click.Choice(["epistemic", "total"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="print JSON lines instead of a table")
+@click.option("--threads", type=int, default=None, help="LiteRT CPU threads")
+@friendly_errors
+def predict(bundle, input_path, threshold, score, as_json, threads):
+    """Run a bundle on inputs: class or abstain, with total / aleatoric / epistemic uncertainty."""
+    from tflbayes.runtime import load_bundle
+
+    b = load_bundle(bundle, num_threads=threads)
+    p = Path(input_path)
+    if p.suffix == ".npz":
+        x, _ = _load_xy(p, "input")
+    else:
+        if not p.is_file():
+            raise InvalidInputError(f"Input file {p} does not exist.")
+        try:
+            x = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise InvalidInputError(f"{p} cannot be read as a numeric .npy without unpickling ({e}).") from None
+        except Exception as e:
+            raise InvalidInputError(f"{p} cannot be read as .npy ({type(e).__name__}: {e}).") from None
+    x = np.asarray(x)
+    if x.ndim == len(b.input_shape):
+        x = x[None]
+    pred = b.predict(x)
+    thr_ok = threshold is not None or (b.thresholds or {}).get(score or (b.thresholds or {}).get("score", "epistemic")) is not None
+    decisions = b.decide(x, threshold=threshold, score=score) if thr_ok else [b.class_names[k] for k in pred.label]
+    rows = []
+    for i, d in enumerate(decisions):
+        rows.append({"input": i, "decision": d, "class": b.class_names[int(pred.label[i])],
+                     "p": float(pred.probs[i].max()), "total": float(pred.total[i]),
+                     "aleatoric": None if pred.aleatoric is None else float(pred.aleatoric[i]),
+                     "epistemic": None if pred.epistemic is None else float(pred.epistemic[i])})
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+    else:
+        print_table(rows, ["input", "decision", "class", "p", "total", "aleatoric", "epistemic"])
+        if not thr_ok:
+            click.echo("(no calibrated threshold in this bundle: decisions never abstain; pass --threshold)")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="print the whole manifest as JSON")
+@friendly_errors
+def inspect(bundle, as_json):
+    """Show a bundle: manifest, op list per file, sizes, thresholds, verification, Edge TPU readiness."""
+    import gzip
+
+    from tflbayes.runtime import load_bundle
+
+    b = load_bundle(bundle)
+    m = b.manifest
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    click.echo(f"{bundle}: mode={b.mode} precision={b.precision} S={b.num_samples} classes={len(b.class_names)} "
+               f"input={m['input']['shape']} {m['input']['dtype']} postprocessing={m['postprocessing']}")
+    rows = []
+    for f in b.files:
+        raw = (b.path / f).read_bytes()
+        rows.append({"file": f, "bytes": len(raw), "gzip": len(gzip.compress(raw)), "ops": " ".join(m["ops"].get(f, []))})
+    print_table(rows, ["file", "bytes", "gzip", "ops"])
+    v = m.get("verification") or {}
+    click.echo("verification: " + ("passed" if v.get("passed") else "not run" if v.get("skipped") else "FAILED")
+               + "".join(f", {k}={v[k]:.3g}" for k in ("max_abs_prob_diff", "argmax_agreement", "max_excess", "head_max_diff") if k in v))
+    t = m.get("thresholds")
+    click.echo("thresholds: " + ("none (convert with calibration data)" if not t else
+                                 f"{t['score']} <= {t[t['score']]:.4g} keeps {t['coverage']:.0%} of in-distribution inputs"))
+    if "edgetpu" in m:
+        for f, r in m["edgetpu"]["readiness"].items():
+            click.echo(f"Edge TPU {f}: {'ready' if r['ready'] else 'NOT ready'}" + "".join(f"\n  - {p}" for p in r["problems"]))
+        click.echo(f"compile with: {m['edgetpu']['command']}")
+
+
+COMMANDS = [convert, predict, inspect]

@@ -1,0 +1,323 @@
+"""Run a tflbayes bundle on the LiteRT interpreter (``ai_edge_litert``): numpy only, no TensorFlow.
+
+This is what a Linux edge board runs (``pip install tflbayes[runtime]``)::
+
+    from tflbayes.runtime import load_bundle
+    b = load_bundle("bundles/ens")
+    pred = b.predict(x)          # Prediction(probs, total, aleatoric, epistemic)
+    b.decide(x)                  # class names, or "abstain" where the uncertainty passes the threshold
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tflbayes._checks import check_inputs
+from tflbayes._io import sha256_file
+from tflbayes.errors import BundleError, InvalidInputError
+from tflbayes.runtime.manifest import validate_manifest
+from tflbayes.uncertainty import Prediction, decompose
+
+__all__ = ["Bundle", "load_bundle", "ABSTAIN"]
+
+ABSTAIN = "abstain"
+
+
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _make_interpreter(path: Path, num_threads, delegates=None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        it = Interpreter(model_path=str(path), num_threads=num_threads, experimental_delegates=delegates)
+        it.allocate_tensors()
+        runner = it.get_signature_runner()
+    except (ValueError, RuntimeError) as e:
+        raise BundleError(f"{path} cannot be loaded by the LiteRT interpreter: {str(e).splitlines()[0]}") from None
+    return it, runner
+
+
+class _Graph:
+    """One .tflite file with its signature runner and (de)quantization of inputs/outputs."""
+
+    def __init__(self, path: Path, num_threads=None, delegates=None):
+        self.path = path
+        self.interpreter, self.runner = _make_interpreter(path, num_threads, delegates)
+        self.inputs = self.runner.get_input_details()
+        self.outputs = self.runner.get_output_details()
+
+    def __call__(self, **values) -> dict:
+        feed = {}
+        for name, det in self.inputs.items():
+            if name not in values:
+                raise BundleError(f"{self.path}: the graph needs input {name!r}, the pipeline has {sorted(values)}.")
+            v = np.asarray(values[name])
+            if tuple(v.shape) != tuple(det["shape"]):
+                raise BundleError(f"{self.path}: input {name!r} has shape {list(det['shape'])}, got {list(v.shape)}.")
+            feed[name] = _quantize(v, det)
+        raw = self.runner(**feed)
+        return {k: _dequantize(raw[k], self.outputs[k]) for k in raw}
+
+
+def _qparams(det):
+    q = det.get("quantization_parameters") or {}
+    scales, zps = q.get("scales", np.array([])), q.get("zero_points", np.array([]))
+    if len(scales) == 0:
+        return None
+    return float(scales[0]), int(zps[0])
+
+
+def _quantize(v, det):
+    dtype = det["dtype"]
+    if dtype == np.float32:
+        return v.astype(np.float32)
+    q = _qparams(det)
+    if q is None:
+        return v.astype(dtype)
+    scale, zp = q
+    info = np.iinfo(dtype)
+    return np.clip(np.round(v / scale + zp), info.min, info.max).astype(dtype)
+
+
+def _dequantize(v, det):
+    v = np.asarray(v)
+    if v.dtype in (np.float32, np.float64):
+        return v.astype(np.float32)
+    q = _qparams(det)
+    if q is None:
+        return v.astype(np.float32)
+    scale, zp = q
+    return ((v.astype(np.float32) - zp) * scale).astype(np.float32)
+
+
+class Bundle:
+    """A converted posterior on the LiteRT interpreter.
+
+    Args:
+        path: the bundle folder (``manifest.json`` and its ``.tflite`` files).
+        num_threads: LiteRT CPU threads (None: the interpreter's default).
+        max_resident: for ``members`` bundles, how many member interpreters stay loaded
+            (None: all; 1 streams members through memory one at a time).
+        use_edgetpu: for ``edgetpu`` bundles, run the compiled ``*_edgetpu.tflite`` body on a
+            Coral Edge TPU (needs ``libedgetpu``); otherwise the int8 body runs on the CPU.
+    """
+
+    def __init__(self, path, num_threads: Optional[int] = None, max_resident: Optional[int] = None,
+                 use_edgetpu: bool = False):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise BundleError(f"Bundle folder {self.path} does not exist.")
+        mpath = self.path / "manifest.json"
+        if not mpath.is_file():
+            raise BundleError(f"{mpath} is missing: not a tflbayes bundle.")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{mpath} is not valid JSON ({e}); it may be truncated or edited.") from None
+        if not isinstance(manifest, dict):
+            raise BundleError(f"{mpath} must hold a JSON object.")
+        self.manifest = validate_manifest(manifest, mpath)
+        if max_resident is not None and (not isinstance(max_resident, int) or max_resident < 1):
+            raise InvalidInputError(
+                f"Invalid value received for argument `max_resident`. Expected an integer >= 1. "
+                f"Received: max_resident={max_resident!r}"
+            )
+        self.num_threads = num_threads
+        self.max_resident = max_resident
+        self.use_edgetpu = use_edgetpu
+        self._check_files()
+        self._graphs = {}
+        self._resident = []  # member files currently loaded, oldest first
+        self._check_against_models()
+
+    # -- manifest facts ---------------------------------------------------------------------
+    mode = property(lambda self: self.manifest["mode"])
+    precision = property(lambda self: self.manifest["precision"])
+    num_samples = property(lambda self: self.manifest["num_samples"])
+    class_names = property(lambda self: list(self.manifest["class_names"]))
+    thresholds = property(lambda self: self.manifest.get("thresholds"))
+
+    @property
+    def input_shape(self) -> tuple:
+        """Shape of one input (without the batch axis)."""
+        return tuple(self.manifest["input"]["shape"][1:])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.manifest["input"]["shape"][0])
+
+    @property
+    def files(self) -> list:
+        out = []
+        for st in self.manifest["stages"]:
+            out += [st["file"]] if st["kind"] == "graph" else st.get("files", [])
+        return out
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of all .tflite files of the bundle."""
+        return sum((self.path / f).stat().st_size for f in self.files)
+
+    def __repr__(self):
+        return (f"Bundle({str(self.path)!r}, mode={self.mode!r}, precision={self.precision!r}, "
+                f"S={self.num_samples}, {self.size_bytes} bytes)")
+
+    # -- loading and checking ------------------------------------------------------------------
+    def _check_files(self):
+        for st in self.manifest["stages"]:
+            pairs = [(st["file"], st["sha256"])] if st["kind"] == "graph" else list(
+                zip(st.get("files", []), st.get("sha256", [])))
+            for f, digest in pairs:
+                fp = self.path / f
+                if not fp.is_file():
+                    raise BundleError(f"{fp} is missing (listed in manifest.json).")
+                if sha256_file(fp) != digest:
+                    raise BundleError(f"{fp} does not match the checksum in manifest.json: corrupt, truncated or replaced.")
+
+    def _graph(self, name: str) -> _Graph:
+        g = self._graphs.get(name)
+        if g is None:
+            delegates = None
+            path = self.path / name
+            if self.use_edgetpu and name.endswith("_edgetpu.tflite"):
+                from ai_edge_litert.interpreter import load_delegate
+
+                try:
+                    delegates = [load_delegate("libedgetpu.so.1")]
+                except (ValueError, OSError) as e:
+                    raise BundleError(f"Cannot load the Edge TPU delegate (libedgetpu.so.1): {e}") from None
+            g = _Graph(path, self.num_threads, delegates)
+            self._graphs[name] = g
+        return g
+
+    def _member(self, name: str) -> _Graph:
+        g = self._graph(name)
+        if name in self._resident:
+            self._resident.remove(name)
+        self._resident.append(name)
+        if self.max_resident is not None:
+            while len(self._resident) > self.max_resident:
+                self._graphs.pop(self._resident.pop(0), None)
+        return g
+
+    def _check_against_models(self):
+        """The manifest must match its models: input shape/dtype, S, classes."""
+        m = self.manifest
+        inp = m["input"]
+        first = m["stages"][0]
+        fname = first["file"] if first["kind"] == "graph" else first["files"][0]
+        g = self._member(fname) if first["kind"] == "members" else self._graph(fname)
+        det = g.inputs.get("x")
+        if det is None:
+            raise BundleError(f"{self.path / fname}: has no input named 'x' (inputs: {sorted(g.inputs)}).")
+        if list(det["shape"]) != list(inp["shape"]):
+            raise BundleError(
+                f"manifest.json says input shape {inp['shape']}, {fname} takes {list(det['shape'])}.")
+        if np.dtype(det["dtype"]).name != inp["dtype"]:
+            raise BundleError(f"manifest.json says input dtype {inp['dtype']}, {fname} takes {np.dtype(det['dtype']).name}.")
+        for name, out in g.outputs.items():
+            shape = list(out["shape"])
+            if name in ("logits", "member_probs") and first["kind"] == "graph" and shape[0] != m["num_samples"]:
+                raise BundleError(
+                    f"manifest.json says num_samples={m['num_samples']}, {fname} output {name!r} has {shape[0]} samples.")
+            if name in ("logits", "member_probs", "probs") and shape[-1] != len(m["class_names"]):
+                raise BundleError(
+                    f"manifest.json lists {len(m['class_names'])} classes, {fname} output {name!r} has {shape[-1]}.")
+
+    # -- running ----------------------------------------------------------------------------
+    def _run_batch(self, xb: np.ndarray) -> dict:
+        values = {"x": xb}
+        for st in self.manifest["stages"]:
+            if st["kind"] == "graph":
+                fname = st["file"]
+                if self.use_edgetpu and st.get("edgetpu_file") and (self.path / st["edgetpu_file"]).is_file():
+                    fname = st["edgetpu_file"]
+                g = self._graph(fname)
+                values.update(g(**{k: values[k] for k in g.inputs}))
+            elif st["kind"] == "members":
+                values["logits"] = np.stack([self._member(f)(x=values["x"])["logits"] for f in st["files"]])
+            else:  # host_head
+                values["member_probs"] = _softmax(values["logits"].astype(np.float64))
+        if "probs" not in values or "total" not in values:
+            total, aleatoric, epistemic = decompose(values["member_probs"])
+            values.update(probs=values["member_probs"].mean(axis=0), total=total, aleatoric=aleatoric,
+                          epistemic=epistemic)
+        return values
+
+    def run(self, x) -> dict:
+        """All named outputs of the pipeline for inputs ``x`` ``[N, *input_shape]`` (float)."""
+        x = check_inputs(x, self.input_shape, "x")
+        b = self.batch_size
+        chunks = []
+        for i in range(0, len(x), b):
+            xb = x[i : i + b]
+            n = len(xb)
+            if n < b:  # pad the last chunk: graphs have static shapes
+                xb = np.concatenate([xb, np.repeat(xb[-1:], b - n, axis=0)])
+            out = self._run_batch(xb)
+            chunks.append({k: (v[:, :n] if v.ndim == 3 else v[:n]) for k, v in out.items() if k != "x"})
+        return {k: np.concatenate([c[k] for c in chunks], axis=1 if chunks[0][k].ndim == 3 else 0)
+                for k in chunks[0]}
+
+    def sample_probs(self, x) -> np.ndarray:
+        """``[S, N, C]`` per-member / per-sample probabilities (where the bundle outputs them)."""
+        out = self.run(x)
+        if "member_probs" not in out:
+            raise BundleError(f"{self.path}: this bundle does not output per-sample probabilities.")
+        return out["member_probs"].astype(np.float64)
+
+    def predict(self, x, num_samples=None) -> Prediction:
+        """Posterior predictive and uncertainty (nats), like :meth:`Posterior.predict`.
+
+        ``num_samples`` is fixed at conversion time for bundles; passing another value is an error.
+        """
+        if num_samples is not None and num_samples != self.num_samples:
+            raise InvalidInputError(
+                f"This bundle draws S={self.num_samples} samples per invoke (set at conversion); "
+                f"received num_samples={num_samples}. Reconvert with num_samples={num_samples}."
+            )
+        out = self.run(x)
+        probs = out["probs"].astype(np.float64)
+        probs = probs / probs.sum(axis=-1, keepdims=True)
+        get = lambda k: None if out.get(k) is None else out[k].astype(np.float64)  # noqa: E731
+        return Prediction(probs=probs, total=get("total"), aleatoric=get("aleatoric"), epistemic=get("epistemic"))
+
+    def decide(self, x, threshold: Optional[float] = None, score: Optional[str] = None) -> list:
+        """Per input: the class name, or ``"abstain"`` where the uncertainty passes the threshold.
+
+        Args:
+            x: inputs ``[N, *input_shape]``.
+            threshold: overrides the calibrated threshold from the manifest.
+            score: ``"epistemic"`` (default where calibrated) or ``"total"``.
+        """
+        thr = self.thresholds or {}
+        score = score or thr.get("score", "epistemic")
+        if score not in ("epistemic", "total"):
+            raise InvalidInputError(f"Invalid value received for argument `score`. Expected 'epistemic' or 'total'. Received: score={score!r}")
+        if threshold is None:
+            threshold = thr.get(score)
+            if threshold is None:
+                raise BundleError(
+                    f"{self.path}: no calibrated {score} threshold in manifest.json; convert with "
+                    "calibration=(x_val, y_val) or pass threshold=."
+                )
+        pred = self.predict(x)
+        u = getattr(pred, score)
+        if u is None:
+            raise BundleError(f"{self.path}: this bundle provides no {score} uncertainty; use score='total'.")
+        names = self.class_names
+        return [ABSTAIN if ui > threshold else names[k] for ui, k in zip(u, pred.label)]
+
+
+def load_bundle(path, num_threads: Optional[int] = None, max_resident: Optional[int] = None,
+                use_edgetpu: bool = False) -> Bundle:
+    """Load a bundle folder written by :func:`tflbayes.convert` (validates files and manifest)."""
+    return Bundle(path, num_threads=num_threads, max_resident=max_resident, use_edgetpu=use_edgetpu)
