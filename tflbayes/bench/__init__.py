@@ -1,0 +1,1 @@
+"""Benchmarks: latency, size and quality side by side (grows with issue 7)."""
