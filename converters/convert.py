@@ -50,13 +50,16 @@ def _head_fn(num_samples, batch_size, num_classes):
     return head
 
 
-def _body_fns(posterior, mode, num_samples, batch_size, with_head):
+def _body_fns(posterior, mode, num_samples, batch_size, with_head, precision):
     """[(file stem, tf.function)] of the body graphs."""
     if mode == "batched":
-        from tflbayes.converters.graphs.batched import build_batched
+        from tflbayes.converters.graphs.batched import Layout, build_batched
 
+        # The Edge TPU has no BATCH_MATMUL: lay later Dense layers out as grouped 1x1 convolutions.
+        layout = Layout(dense="conv") if precision == "edgetpu" else None
         return [("model" if with_head else "body",
-                 build_batched(posterior, batch_size=batch_size, head=with_head, member_probs=with_head))]
+                 build_batched(posterior, batch_size=batch_size, head=with_head, member_probs=with_head,
+                               layout=layout))]
     if mode == "members":
         from tflbayes.converters.graphs.members import build_member
 
@@ -164,7 +167,7 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
     c = posterior.num_classes
     in_graph_head = not int8 and mode != "members"
-    bodies = _body_fns(posterior, mode, s, batch_size, with_head=in_graph_head)
+    bodies = _body_fns(posterior, mode, s, batch_size, with_head=in_graph_head, precision=precision)
     rep_gen = None
     if int8:
         from tflbayes.converters.tflite import representative_factory

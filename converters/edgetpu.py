@@ -59,8 +59,27 @@ def check_edgetpu(blob: bytes) -> dict:
         if t["dtype"] in ("FLOAT32", "FLOAT16"):
             # float tensors (weights or activations) cannot run on the Edge TPU
             problems.append(f"tensor {t['name']!r} is {t['dtype']}, not int8")
+    warnings = []
+    if _has_grouped_conv(model):
+        warnings.append("grouped CONV_2D (ensemble members on the channel axis): the Edge TPU's op table does "
+                        "not say whether grouped convolutions map; if the compiler log shows them on the CPU, "
+                        "use mode='members'")
     return {"ready": not problems, "problems": problems[:20], "num_problems": len(problems), "ops": ops,
-            "unsupported_ops": unsupported}
+            "unsupported_ops": unsupported, "warnings": warnings}
+
+
+def _has_grouped_conv(model) -> bool:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    for sub in model.subgraphs:
+        for op in sub.operators or []:
+            oc = model.operatorCodes[op.opcodeIndex]
+            if max(oc.builtinCode, oc.deprecatedBuiltinCode) != schema.BuiltinOperator.CONV_2D:
+                continue
+            x, w = sub.tensors[op.inputs[0]], sub.tensors[op.inputs[1]]
+            if x.shape is not None and w.shape is not None and int(x.shape[-1]) != int(w.shape[-1]):
+                return True
+    return False
 
 
 def run_compiler(tflite_paths, out_dir) -> dict:
