@@ -29,6 +29,10 @@ def atomic_dir(path):
     whatever was at ``path`` before.
     """
     path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        from tflbayes.errors import InvalidInputError
+
+        raise InvalidInputError(f"{path} exists and is not a folder; refusing to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:

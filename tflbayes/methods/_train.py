@@ -6,7 +6,7 @@ import contextlib
 import numpy as np
 
 from tflbayes._keras import keras
-from tflbayes.errors import DivergenceError
+from tflbayes.errors import DivergenceError, InvalidInputError
 
 __all__ = ["scope", "build", "compile_classifier", "train", "set_seed"]
 
@@ -20,19 +20,27 @@ def scope(strategy):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
-def build(build_model, x_shape):
+def build(build_model, x_shape, y=None):
+    """Call ``build_model`` and check what it returned against the data (shape, classes)."""
     model = build_model()
     if not isinstance(model, keras.Model):
-        from tflbayes.errors import InvalidInputError
-
         raise InvalidInputError(f"`build_model` must return a Keras model. It returned {type(model).__name__}.")
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise InvalidInputError(
+            f"`build_model` returned a subclassed model ({type(model).__name__}); tflbayes needs a Sequential or "
+            "functional model so it can rewrite layers and convert them to LiteRT."
+        )
     want = tuple(model.input_shape[1:])
     if len(want) != len(x_shape) or any(w is not None and w != s for w, s in zip(want, x_shape)):
-        from tflbayes.errors import InvalidInputError
-
         raise InvalidInputError(
             f"The model built by `build_model` takes inputs of shape {list(want)}, the data has {list(x_shape)}."
         )
+    if y is not None:
+        n_out = model.output_shape[-1]
+        if int(y.max()) >= n_out:
+            raise InvalidInputError(
+                f"The labels go up to {int(y.max())} but the model has {n_out} outputs (classes 0..{n_out - 1})."
+            )
     return model
 
 

@@ -36,7 +36,7 @@ def train_mc_dropout(build_model, x, y, cfg, rate=None, layers="all", num_sample
         )
     _train.set_seed(cfg.seed)
     with _train.scope(cfg.strategy):
-        model = to_mc_dropout(_train.build(build_model, x.shape[1:]), rate=rate, layers=layers)
+        model = to_mc_dropout(_train.build(build_model, x.shape[1:], y), rate=rate, layers=layers)
         _train.compile_classifier(model, cfg.learning_rate)
     _train.train(model, x, y, cfg, what="MC dropout model")
     options = {"rate": rate, "layers": layers, "num_samples": int(num_samples)}

@@ -28,7 +28,7 @@ def train_deep_ensemble(build_model, x, y, cfg, members=5):
             print(f"deep_ensemble: member {i + 1}/{s}")
         _train.set_seed(None if cfg.seed is None else cfg.seed + 1000 * i)
         with _train.scope(cfg.strategy):
-            model = _train.build(build_model, x.shape[1:])
+            model = _train.build(build_model, x.shape[1:], y)
             _train.compile_classifier(model, cfg.learning_rate)
         _train.train(model, x, y, cfg, what=f"ensemble member {i}")
         weights.append(model.get_weights())

@@ -43,7 +43,7 @@ def train_variational(build_model, x, y, cfg, estimator="flipout", prior_std=1.0
     kl = 1.0 / len(x) if kl_weight is None else check_positive_float("kl_weight", kl_weight, allow_zero=True)
     _train.set_seed(cfg.seed)
     with _train.scope(cfg.strategy):
-        model = to_variational(_train.build(build_model, x.shape[1:]), layers=layers, estimator=estimator,
+        model = to_variational(_train.build(build_model, x.shape[1:], y), layers=layers, estimator=estimator,
                                prior_std=float(prior_std), kl_weight=kl, init_std=float(init_std))
         _train.compile_classifier(model, cfg.learning_rate)
     _train.train(model, x, y, cfg, what="variational model")

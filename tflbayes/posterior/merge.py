@@ -1,6 +1,7 @@
 """Merge independently trained ensembles / SG-MCMC chains into one posterior."""
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from tflbayes.errors import InvalidInputError
@@ -23,7 +24,7 @@ def merge(posteriors: Sequence, method: str | None = None) -> EnsemblePosterior:
     """
     from tflbayes.posterior.storage import load
 
-    parts = [load(p) if not isinstance(p, EnsemblePosterior) else p for p in posteriors]
+    parts = [load(p) if isinstance(p, (str, os.PathLike)) else p for p in posteriors]
     if not parts:
         raise InvalidInputError("Invalid value received for argument `posteriors`: nothing to merge.")
     for i, p in enumerate(parts):
@@ -33,9 +34,9 @@ def merge(posteriors: Sequence, method: str | None = None) -> EnsemblePosterior:
                 f"{type(p).__name__}."
             )
     first = parts[0]
-    arch = first.model.to_json()
+    arch = architecture_signature(first.model)
     for i, p in enumerate(parts[1:], start=1):
-        if p.model.to_json() != arch:
+        if architecture_signature(p.model) != arch:
             raise InvalidInputError(f"Part {i} has a different Keras architecture from part 0; cannot merge.")
         if p.class_names != first.class_names:
             raise InvalidInputError(f"Part {i} has class names {p.class_names}, part 0 has {first.class_names}.")
@@ -45,3 +46,12 @@ def merge(posteriors: Sequence, method: str | None = None) -> EnsemblePosterior:
     options["chains"] = [c for p in parts for c in p.options.get("chains", [p.num_samples])]
     members = [ws for p in parts for ws in p.members]
     return EnsemblePosterior(first.model, members, name, options, first.class_names)
+
+
+def architecture_signature(model) -> list:
+    """The architecture without layer/model names (Keras numbers them per process: dense_2, dense_6)."""
+    sig = []
+    for layer in model.layers:
+        cfg = {k: v for k, v in layer.get_config().items() if k != "name"}
+        sig.append((type(layer).__name__, repr(sorted(cfg.items())), [tuple(w.shape) for w in layer.weights]))
+    return sig

@@ -113,7 +113,14 @@ def load(path):
         model = keras.models.model_from_json((root / "architecture.json").read_text())
     except Exception as e:
         raise PosteriorFormatError(f"{root / 'architecture.json'} cannot be rebuilt as a Keras model: {e}") from None
-    arrays = load_npz(root / "weights.npz", PosteriorFormatError)
+    method = _require(meta, "method", str, meta_path)
+    options = _require(meta, "options", dict, meta_path)
+    class_names = _require(meta, "class_names", list, meta_path)
+    n_out = int(model.output_shape[-1])
+    if len(class_names) != n_out or not all(isinstance(c, str) for c in class_names):
+        raise PosteriorFormatError(
+            f"{meta_path}: field `class_names` must list {n_out} strings (the model's outputs); found {class_names!r:.200}."
+        )
     specs = _require(meta, "weights", list, meta_path)
     model_weights = model.weights
     if len(specs) != len(model_weights):
@@ -121,14 +128,24 @@ def load(path):
             f"{meta_path}: lists {len(specs)} weight tensors, the architecture has {len(model_weights)}."
         )
     n_sets = _require(meta, "num_weight_sets", int, meta_path)
+    if n_sets < 1:
+        raise PosteriorFormatError(f"{meta_path}: field `num_weight_sets` must be >= 1, found {n_sets}.")
+    for i, (spec, var) in enumerate(zip(specs, model_weights)):
+        if not isinstance(spec, dict) or not isinstance(spec.get("key"), str) or not isinstance(spec.get("shape"), list):
+            raise PosteriorFormatError(f"{meta_path}: `weights[{i}]` must be an object with `key` and `shape`.")
+        if [int(d) for d in var.shape] != spec["shape"]:
+            raise PosteriorFormatError(
+                f"{meta_path}: `weights[{i}].shape` is {spec['shape']}, the architecture's {var.name} is {list(var.shape)}."
+            )
+    arrays = load_npz(root / "weights.npz", PosteriorFormatError)
     stacked = []
     for spec, var in zip(specs, model_weights):
-        key = spec.get("key")
+        key = spec["key"]
         if key not in arrays:
             raise PosteriorFormatError(f"{root / 'weights.npz'}: array {key!r} ({spec.get('name')}) is missing.")
         a = arrays[key]
         want = (n_sets, *[int(d) for d in var.shape])
-        if a.shape != want or list(a.shape[1:]) != list(spec.get("shape", [])):
+        if a.shape != want:
             raise PosteriorFormatError(
                 f"{root / 'weights.npz'}: array {key!r} ({var.name}) has shape {list(a.shape)}, expected {list(want)}."
             )
@@ -136,5 +153,9 @@ def load(path):
             raise PosteriorFormatError(f"{root / 'weights.npz'}: array {key!r} has dtype {a.dtype}, expected float32.")
         stacked.append(a)
     sets = [[a[s] for a in stacked] for s in range(n_sets)]
+    meta = {**meta, "method": method, "options": options, "class_names": class_names}
     cls = kinds[kind]
-    return cls._from_storage(model, sets, meta)
+    try:
+        return cls._from_storage(model, sets, meta)
+    except (ValueError, TypeError, KeyError) as e:
+        raise PosteriorFormatError(f"{meta_path}: the stored fields do not make a valid {kind} posterior: {e}") from None

@@ -1,0 +1,1 @@
+"""The ``tflbayes`` command line (click)."""
