@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo test test-slow clean
+.PHONY: venv demo test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+
+# The standard benchmark suite: writes benchmarks/results/*.json, plots, reports and README's headline.
+bench: $(STAMP)
+	$(VENV)/bin/tflbayes bench --suite standard --data digits,mnist --out benchmarks/results
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

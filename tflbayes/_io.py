@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_dir", "sha256_file", "read_json", "write_json", "load_npz"]
+__all__ = ["atomic_dir", "sha256_file", "read_json", "write_json", "write_text", "load_npz"]
 
 
 def sha256_file(path) -> str:
@@ -49,19 +49,23 @@ def atomic_dir(path):
         raise
 
 
-def write_json(path, obj) -> None:
-    """Write JSON atomically (temp file, then rename)."""
+def write_text(path, text: str) -> None:
+    """Write a text file atomically (temp file, then rename)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path, obj) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path, error_cls, what: str = "file") -> dict:

@@ -1,0 +1,168 @@
+"""The standard benchmark suite behind ``make bench`` / ``tflbayes bench --suite standard``.
+
+For each data set (the bundled digits and MNIST sample, CNN): train the posteriors, convert them to
+every mode and precision the suite lists, measure them side by side (``measure_bundles``) and the
+headline ratios on raw LiteRT calls (``ratios``), write ``<out>/<data>.json``, plots and a report,
+and regenerate the README's headline section.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from tflbayes.bench.measure import measure_bundles, save_results
+from tflbayes.bench.ratios import call_ratio, cold_load_ratio
+from tflbayes.bench.report import results_table, write_report
+
+__all__ = ["run_suite", "SUITE", "TARGETS"]
+
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+
+# (config name, posterior key, mode, S, precisions)
+SUITE = (
+    ("single", "single", "batched", 1, PRECISIONS),
+    ("mc_dropout-S8", "mc_dropout", "stochastic", 8, PRECISIONS),
+    ("mc_dropout-S32", "mc_dropout", "stochastic", 32, ("float32",)),
+    ("mc_dropout_last-S32", "mc_dropout_last", "stochastic", 32, ("float32",)),
+    ("vi-S8", "variational", "stochastic", 8, ("float32", "int8")),
+    ("ensemble-S5-batched", "ensemble", "batched", 5, PRECISIONS),
+    ("ensemble-S10-batched", "ensemble", "batched", 10, PRECISIONS),
+    ("ensemble-S10-members", "ensemble", "members", 10, ("float32", "int8")),
+)
+
+TARGETS = {
+    "batched S=10 latency / 10 sequential member invokes": 0.5,
+    "stochastic S=32 in one invoke / 32 invokes, whole-network dropout": 0.6,
+    "stochastic S=32 in one invoke / 32 invokes, last-layer dropout": 0.25,
+    "batched cold load / 10 member loads": 0.3,
+    "int8 ensemble bytes / float32 (S=10 batched)": 0.27,
+}
+
+
+def _train(ds, epochs, verbose):
+    import tflbayes as tb
+    from tflbayes.architectures import builder
+
+    build = builder("cnn", ds.input_shape, ds.num_classes)
+    specs = {
+        "single": ("deep_ensemble", {"members": 1}),
+        "mc_dropout": ("mc_dropout", {"rate": 0.25}),
+        "mc_dropout_last": ("mc_dropout", {"rate": 0.25, "layers": "last"}),
+        "variational": ("variational", {}),
+        "ensemble": ("deep_ensemble", {"members": 10}),
+    }
+    posts, train_s = {}, {}
+    for key, (method, opts) in specs.items():
+        click.echo(f"   training {key}")
+        t0 = time.perf_counter()
+        posts[key] = tb.fit(build, ds, method=method, epochs=epochs, verbose=verbose, **opts)
+        train_s[key] = time.perf_counter() - t0
+    return posts, train_s
+
+
+def _convert_all(posts, ds, folder):
+    import tflbayes as tb
+
+    paths = {}
+    for name, key, mode, s, precisions in SUITE:
+        for precision in precisions:
+            cname = f"{name}-{precision}"
+            click.echo(f"   converting {cname}")
+            b = tb.convert(posts[key], folder / cname, mode=mode, precision=precision, num_samples=s,
+                           representative_data=ds.x_train[:300], calibration=(ds.x_test, ds.y_test))
+            paths[cname] = b.path
+    # S=1 stochastic graphs for the "S samples in one invoke vs S invokes" ratios
+    for key in ("mc_dropout", "mc_dropout_last"):
+        b = tb.convert(posts[key], folder / f"{key}-S1-float32", mode="stochastic", num_samples=1, verify=False)
+        paths[f"{key}-S1-float32"] = b.path
+    return paths
+
+
+def _targets(paths, configs) -> list:
+    ens_b, ens_m = paths["ensemble-S10-batched-float32"], paths["ensemble-S10-members-float32"]
+    members = sorted(ens_m.glob("member_*.tflite"))
+    rows = []
+
+    def add(name, result, extra=None):
+        target = TARGETS[name]
+        rows.append({"name": name, "measured": result["ratio"], "target": f"≤ {target}",
+                     "met": result["ratio"] <= target, "detail": {**result, **(extra or {})}})
+
+    add("batched S=10 latency / 10 sequential member invokes", call_ratio(ens_b / "model.tflite", members))
+    add("stochastic S=32 in one invoke / 32 invokes, whole-network dropout",
+        call_ratio(paths["mc_dropout-S32-float32"] / "model.tflite", [paths["mc_dropout-S1-float32"] / "model.tflite"],
+                   repeat_many=32))
+    add("stochastic S=32 in one invoke / 32 invokes, last-layer dropout",
+        call_ratio(paths["mc_dropout_last-S32-float32"] / "model.tflite",
+                   [paths["mc_dropout_last-S1-float32"] / "model.tflite"], repeat_many=32))
+    add("batched cold load / 10 member loads", cold_load_ratio(ens_b / "model.tflite", members))
+    f32, i8 = configs["ensemble-S10-batched-float32"], configs["ensemble-S10-batched-int8"]
+    nll_change = i8["nll"] / f32["nll"] - 1
+    size = {"ratio": i8["bytes"] / f32["bytes"], "nll_change": nll_change,
+            "ood_auroc_change": i8["ood_auroc_epistemic"] - f32["ood_auroc_epistemic"]}
+    add("int8 ensemble bytes / float32 (S=10 batched)", size)
+    rows[-1]["met"] = rows[-1]["met"] and nll_change <= 0.03
+    rows[-1]["target"] += " with NLL ≤ +3 %"
+    return rows
+
+
+def run_suite(out="benchmarks/results", datasets=("digits", "mnist"), epochs=15, rounds=200, verbose=0,
+              readme="README.md") -> dict:
+    """Run the standard suite; returns {dataset: results}."""
+    import tflbayes as tb
+
+    out = Path(out)
+    everything = {}
+    for name in datasets:
+        click.echo(f"== {name}")
+        ds = tb.data.load(name)
+        x_ood = tb.data.ood(ds, "noise", seed=1)
+        posts, train_s = _train(ds, epochs, verbose)
+        work = out / name
+        paths = _convert_all(posts, ds, work / "bundles")
+        measured = {k: v for k, v in paths.items() if "-S1-" not in k}
+        click.echo(f"   measuring {len(measured)} bundles")
+        results = measure_bundles(measured, ds.x_test, ds.y_test, x_ood, baseline="single-float32",
+                                  rounds=rounds, plots_dir=work / "plots")
+        results["title"] = f"{name} (CNN, uniform-noise OOD)"
+        results["train_seconds"] = train_s
+        results["targets"] = _targets(paths, results["configs"])
+        results["command"] = f"make bench  (tflbayes bench --suite standard --data {','.join(datasets)})"
+        save_results(results, out / f"{name}.json")
+        write_report(results, work)
+        everything[name] = results
+    if readme:
+        update_readme(readme, everything, out)
+    return everything
+
+
+_START, _END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def update_readme(readme, everything: dict, out: Path) -> None:
+    """Rewrite the README's generated headline section (between the bench markers)."""
+    from tflbayes._io import write_text
+
+    path = Path(readme)
+    if not path.is_file():
+        return
+    text = path.read_text()
+    if _START not in text or _END not in text:
+        return
+    parts = [_START, "", "*Generated by `make bench`; do not edit by hand.*", ""]
+    for name, res in everything.items():
+        headline = {k: v for k, v in res["configs"].items() if k.endswith(("-float32", "-int8"))}
+        parts += [f"**{res['title']}**", "", results_table(headline), ""]
+        if res.get("targets"):
+            parts += ["| target ratio | measured | target | met |", "|---|---|---|---|"]
+            parts += [f"| {t['name']} | {t['measured']:.3f} | {t['target']} | {'yes' if t['met'] else '**no**'} |"
+                      for t in res["targets"]]
+            parts.append("")
+        rel = (out / name / "plots" / "pareto_nll_vs_latency_ms.png").as_posix()
+        parts += [f"![NLL vs latency, {name}]({rel})", ""]
+    parts.append(_END)
+    head, rest = text.split(_START, 1)
+    tail = rest.split(_END, 1)[1]
+    write_text(path, head + "\n".join(parts) + tail)
