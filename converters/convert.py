@@ -67,9 +67,10 @@ def _body_fns(posterior, mode, num_samples, batch_size, with_head, precision):
     if mode == "stochastic":
         from tflbayes.converters.graphs.stochastic import build_stochastic
 
-        return [("model" if with_head else "body",
-                 build_stochastic(posterior, num_samples, batch_size=batch_size, head=with_head,
-                                  member_probs=with_head))]
+        if not with_head:  # int8 / Edge TPU: the deterministic prefix only; sampling runs in float
+            return [("body", build_stochastic(posterior, num_samples, batch_size=batch_size, part="prefix"))]
+        return [("model", build_stochastic(posterior, num_samples, batch_size=batch_size, head=True,
+                                           member_probs=True))]
     raise ConversionError(f"mode {mode!r} is not implemented yet.")
 
 
@@ -177,9 +178,13 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
     blobs = {}
     for stem, fn in bodies:
-        blobs[f"{stem}.tflite"] = to_tflite(fn, posterior.model, precision, rep_gen, allow_flex=allow_flex,
-                                            float_fallback=(mode == "stochastic" and precision == "int8"))
-    if int8 and mode != "members":
+        blobs[f"{stem}.tflite"] = to_tflite(fn, posterior.model, precision, rep_gen, allow_flex=allow_flex)
+    if int8 and mode == "stochastic":  # random ops + head in float on the CPU, fed the int8 prefix's features
+        from tflbayes.converters.graphs.stochastic import build_stochastic
+
+        suffix = build_stochastic(posterior, s, batch_size=batch_size, head=True, member_probs=True, part="suffix")
+        blobs["head.tflite"] = to_tflite(suffix, posterior.model, "float32", allow_flex=allow_flex)
+    elif int8 and mode != "members":
         blobs["head.tflite"] = to_tflite(_head_fn(s, batch_size, c), posterior.model, "float32")
     ops = {name: op_names(b) for name, b in blobs.items()}
     flex = sorted({o for names in ops.values() for o in names if o.startswith("CUSTOM:")})
@@ -206,15 +211,16 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
             post = "host"
         else:
             body = next(n for n in blobs if n != "head.tflite")
+            body_out = ["features"] if mode == "stochastic" else ["logits"]
             stage = {"kind": "graph", "file": body, "sha256": sha256_file(tmp / body), "inputs": ["x"],
                      "runs_on": "edgetpu" if precision == "edgetpu" else "cpu",
-                     "outputs": ["logits"] if int8 else ["probs", "total", "aleatoric", "epistemic", "member_probs"]}
+                     "outputs": body_out if int8 else ["probs", "total", "aleatoric", "epistemic", "member_probs"]}
             if precision == "edgetpu":
                 stage["edgetpu_file"] = body.replace(".tflite", "_edgetpu.tflite")
             stages.append(stage)
             if int8:
                 stages.append({"kind": "graph", "file": "head.tflite", "sha256": sha256_file(tmp / "head.tflite"),
-                               "inputs": ["logits"], "runs_on": "cpu",
+                               "inputs": body_out, "runs_on": "cpu",
                                "outputs": ["probs", "total", "aleatoric", "epistemic", "member_probs"]})
             post = "cpu_graph" if int8 else "in_graph"
         manifest = {
@@ -246,8 +252,11 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
             manifest["edgetpu"] = {
                 "readiness": edgetpu,
-                "split": "the int8 body may run on the Edge TPU; the float uncertainty head runs on the CPU "
-                         "(head.tflite)" if mode != "members" else "members on the Edge TPU, uncertainty on the host",
+                "split": {"batched": "the int8 body may run on the Edge TPU; the float uncertainty head runs on "
+                                     "the CPU (head.tflite)",
+                          "stochastic": "the deterministic int8 prefix may run on the Edge TPU; sampling (random "
+                                        "ops) and the uncertainty head run in float on the CPU (head.tflite)",
+                          "members": "members on the Edge TPU, uncertainty on the host"}[mode],
                 "compile": run_compiler([tmp / n for n in edgetpu], tmp),
                 "command": compile_command([Path(out) / n for n in edgetpu], Path(out)),
             }

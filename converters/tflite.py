@@ -30,7 +30,7 @@ def _flex_culprits(message: str) -> str:
 
 def to_tflite(fn, trackable, precision: str = "float32",
               representative: Optional[Callable[[], Iterable]] = None,
-              allow_flex: bool = False, float_fallback: bool = False, int8_io: bool = True) -> bytes:
+              allow_flex: bool = False, int8_io: bool = True) -> bytes:
     """Convert a traced ``tf.function`` (one input) to a LiteRT flatbuffer.
 
     Args:
@@ -40,8 +40,6 @@ def to_tflite(fn, trackable, precision: str = "float32",
             ``int8`` or ``edgetpu`` (full-integer with ``representative``).
         representative: a zero-argument generator factory for full-integer calibration.
         allow_flex: permit Select TF (Flex) ops; otherwise they raise :class:`ConversionError`.
-        float_fallback: full-integer body may keep float ops that have no int8 kernel
-            (RANDOM_UNIFORM / RANDOM_STANDARD_NORMAL), with QUANTIZE/DEQUANTIZE around them.
         int8_io: int8 input and output tensors (full-integer precisions).
     """
     cf = fn.get_concrete_function()
@@ -57,7 +55,7 @@ def to_tflite(fn, trackable, precision: str = "float32",
             raise ConversionError(f"precision={precision!r} needs representative data for calibration.")
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + ([tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else [])
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8

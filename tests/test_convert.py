@@ -230,3 +230,16 @@ def test_runtime_does_not_import_tensorflow(saved_bundle):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_int8_stochastic_quantizes_the_prefix_and_samples_in_float(mc_dropout, digits, tmp_path):
+    b = tb.convert(mc_dropout, tmp_path / "q", mode="stochastic", precision="int8", num_samples=8,
+                   representative_data=digits.x_train[:200], calibration=(digits.x_test, digits.y_test))
+    stages = b.manifest["stages"]
+    assert [s["file"] for s in stages] == ["body.tflite", "head.tflite"] and stages[1]["inputs"] == ["features"]
+    body_ops = op_names((b.path / "body.tflite").read_bytes())
+    head_ops = op_names((b.path / "head.tflite").read_bytes())
+    assert not (set(body_ops) & BUILTIN_RANDOM) and set(head_ops) & BUILTIN_RANDOM
+    assert b.manifest["verification"]["passed"]
+    agree = np.mean(b.predict(digits.x_test).label == mc_dropout.predict(digits.x_test, num_samples=64).label)
+    assert agree >= 0.9  # S=8 Monte Carlo noise on top of int8

@@ -16,6 +16,18 @@ stacked into constants and every layer runs all members at once:
 The graph ends with the logits ``[S, B, C]`` and, unless ``head=False``, the uncertainty head
 (:func:`~tflbayes.converters.graphs.head.head_from_logits`).
 
+Sparse ensembles (``sparse_layout="shared_mask"``): a kernel whose members share one sparsity
+pattern (prune-then-sample, ``tb.compress.prune(..., method="shared_mask")``) is stored as the
+flat indices of the pattern once (int32 ``[nnz, 1]``) and the members' values there (float32
+``[nnz, S]``), and densified in the graph before use with builtin ops: SCATTER_ND into
+``[N, S]`` then TRANSPOSE/RESHAPE into the layout above (the values pass through an ADD of a
+zero computed from the input, which stops the converter from folding the densification back
+into a dense constant). Storage is ``N + NS`` numbers instead
+of ``S * size``; the price is the densification on every invoke (and the kernels are no longer
+constants, so delegates that need constant weights leave those ops on the CPU kernels). A
+kernel is densified only where that stores fewer bytes; the pattern is the union of the
+members' non-zeros, so any ensemble converts and the outputs equal the dense layout's.
+
 Example:
     >>> fn = build_batched(post, batch_size=1)                       # doctest: +SKIP
     >>> conv = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -31,9 +43,11 @@ import numpy as np
 from tflbayes._keras import tf
 from tflbayes.converters.graphs._layers import Step, apply_activation, check_batch_size, plan
 from tflbayes.converters.graphs.head import head_from_logits
-from tflbayes.errors import ConversionError
+from tflbayes.errors import ConversionError, InvalidInputError
 
-__all__ = ["build_batched", "batched_logits"]
+__all__ = ["build_batched", "batched_logits", "SPARSE_LAYOUTS"]
+
+SPARSE_LAYOUTS = ("dense", "shared_mask")
 
 # The layouts an activation can be in while the graph is built.
 _SHARED = "shared"      # [B, ...]: still the same for every member (before any weights)
@@ -109,33 +123,89 @@ def _to_channels(st: _State, s: int) -> _State:
     return st
 
 
+# -- kernels: constants, or a shared mask densified in the graph -----------------------------------
+def _check_sparse_layout(sparse_layout) -> None:
+    if sparse_layout not in SPARSE_LAYOUTS:
+        raise InvalidInputError(
+            f"Invalid value received for argument `sparse_layout`. Expected one of "
+            f"{', '.join(repr(c) for c in SPARSE_LAYOUTS)}. Received: sparse_layout={sparse_layout!r}")
+
+
+def _shared_pattern(kernel: np.ndarray):
+    """``(flat indices [nnz] int32, values [nnz, S])`` of the union of the members' non-zeros, or
+    ``None`` where storing them is not smaller than the dense ``[S, ...]`` constant."""
+    s = kernel.shape[0]
+    flat = kernel.reshape(s, -1)
+    idx = np.flatnonzero(np.any(flat != 0, axis=0)).astype(np.int32)
+    if idx.size == 0 or idx.size * (s + 1) >= flat.size:
+        return None
+    return idx, np.ascontiguousarray(flat[:, idx].T)
+
+
+def _runtime_zero(x):
+    """A float 0 the converter cannot evaluate ahead of time (it depends on the input; ``min(|x|, 0)``
+    is 0 for every x, NaN included on LiteRT's MINIMUM). Adding it to the packed values keeps the
+    converter's constant folding from densifying them back into a ``[S, ...]`` constant."""
+    return tf.minimum(tf.abs(tf.reshape(x, [-1])[0]), 0.0)
+
+
+def _densify(kernel: np.ndarray, zero):
+    """Members-minor dense ``[size, S]`` from SCATTER_ND of the shared pattern, or None (store dense)."""
+    pattern = _shared_pattern(kernel) if zero is not None else None
+    if pattern is None:
+        return None
+    idx, vals = pattern
+    size = int(np.prod(kernel.shape[1:]))
+    return tf.scatter_nd(tf.constant(idx[:, None]), tf.constant(vals) + zero, [size, kernel.shape[0]])
+
+
+def _concat_kernel(kernel: np.ndarray, zero):
+    """:func:`_concat_out` as a graph tensor: a constant, or densified from the shared mask
+    (``zero``: the runtime zero of the shared-mask layout, ``None`` for the dense layout)."""
+    d = _densify(kernel, zero)
+    if d is None:
+        return tf.constant(_concat_out(kernel))
+    s, shape = kernel.shape[0], kernel.shape[1:]
+    cout = shape[-1]
+    t = tf.transpose(tf.reshape(d, [-1, cout, s]), [0, 2, 1])  # [P, S, Cout]: member-major output axis
+    return tf.reshape(t, [*shape[:-1], s * cout])
+
+
+def _stack_kernel(kernel: np.ndarray, zero):
+    """The ``[S, K, D]`` kernel as a graph tensor: a constant, or densified from the shared mask."""
+    d = _densify(kernel, zero)
+    if d is None:
+        return tf.constant(kernel)
+    return tf.reshape(tf.transpose(d), kernel.shape)
+
+
 # -- the steps -------------------------------------------------------------------------------------
-def _dense(st: _State, step: Step, s: int, batch: int, layout: Layout) -> _State:
+def _dense(st: _State, step: Step, s: int, batch: int, layout: Layout, sparse=None) -> _State:
     kernel, bias = step.params["kernel"], step.params["bias"]
     if st.mode == _SHARED and st.t.shape.rank == 2 and layout.first_dense == "concat":
-        y = tf.matmul(st.t, tf.constant(_concat_out(kernel))) + tf.constant(bias.reshape(-1))
+        y = tf.matmul(st.t, _concat_kernel(kernel, sparse)) + tf.constant(bias.reshape(-1))
         return _State(apply_activation(y, step.activation), _CHANNELS)
     if st.mode == _SHARED and st.t.shape.rank == 2:  # "broadcast": [1, B, K] x [S, K, D]
-        y = tf.matmul(st.t[None], tf.constant(kernel)) + tf.constant(bias[:, None, :])
+        y = tf.matmul(st.t[None], _stack_kernel(kernel, sparse)) + tf.constant(bias[:, None, :])
         return _State(apply_activation(y, step.activation), _STACK)
     if st.mode == _CHANNELS and st.pending_flatten and layout.flatten_dense == "conv":
         _, h, w, sc = st.t.shape.as_list()
         c = sc // s
-        k = _concat_out(kernel.reshape(s, h, w, c, kernel.shape[-1]))  # [H, W, C, S*D]
-        y = tf.nn.conv2d(st.t, tf.constant(k), 1, "VALID") + tf.constant(bias.reshape(-1))
+        k = _concat_kernel(kernel.reshape(s, h, w, c, kernel.shape[-1]), sparse)  # [H, W, C, S*D]
+        y = tf.nn.conv2d(st.t, k, 1, "VALID") + tf.constant(bias.reshape(-1))
         y = apply_activation(y, step.activation)
         return _State(tf.reshape(y, [batch, s * kernel.shape[-1]]), _CHANNELS)
     if layout.dense == "conv" and st.mode == _CHANNELS and not st.pending_flatten:
-        k = _concat_out(kernel[:, None, None])  # [1, 1, K, S*D]
-        y = tf.nn.conv2d(tf.reshape(st.t, [batch, 1, 1, -1]), tf.constant(k), 1, "VALID")
+        k = _concat_kernel(kernel[:, None, None], sparse)  # [1, 1, K, S*D]
+        y = tf.nn.conv2d(tf.reshape(st.t, [batch, 1, 1, -1]), k, 1, "VALID")
         y = apply_activation(y + tf.constant(bias.reshape(-1)), step.activation)
         return _State(tf.reshape(y, [batch, -1]), _CHANNELS)
     st = _to_stack(st, s, batch)
-    y = tf.matmul(st.t, tf.constant(kernel)) + tf.constant(bias[:, None, :])
+    y = tf.matmul(st.t, _stack_kernel(kernel, sparse)) + tf.constant(bias[:, None, :])
     return _State(apply_activation(y, step.activation), _STACK)
 
 
-def _conv(st: _State, step: Step, s: int) -> _State:
+def _conv(st: _State, step: Step, s: int, sparse=None) -> _State:
     cfg = step.config
     if st.mode == _STACK or st.t.shape.rank != 4 or st.pending_flatten:
         raise ConversionError(f"Cannot convert layer {step.layer!r} (Conv2D): its input is not an image "
@@ -144,7 +214,7 @@ def _conv(st: _State, step: Step, s: int) -> _State:
         st = _to_channels(st, s)  # per-member groups need per-member copies of the input channels
     # Shared input: one CONV_2D, kernels concatenated on the output axis. Channels: the same
     # kernel is a grouped conv (filter in-channels = input channels / (S * groups)).
-    k = tf.constant(_concat_out(step.params["kernel"]))
+    k = _concat_kernel(step.params["kernel"], sparse)
     y = tf.nn.conv2d(st.t, k, list(cfg["strides"]), cfg["padding"], dilations=list(cfg["dilations"]))
     y = y + tf.constant(step.params["bias"].reshape(-1))
     return _State(apply_activation(y, step.activation), _CHANNELS)
@@ -168,17 +238,23 @@ def _affine(st: _State, step: Step, s: int, batch: int) -> _State:
     return _State(apply_activation(y, step.activation), st.mode)
 
 
-def batched_logits(x, steps: list, s: int, layout: Optional[Layout] = None):
-    """The ``[S, B, C]`` logits of the S members described by ``steps`` (from ``_layers.plan``) on ``x``."""
+def batched_logits(x, steps: list, s: int, layout: Optional[Layout] = None, sparse_layout: str = "dense"):
+    """The ``[S, B, C]`` logits of the S members described by ``steps`` (from ``_layers.plan``) on ``x``.
+
+    ``sparse_layout``: ``"dense"`` (kernels as constants) or ``"shared_mask"`` (kernels densified
+    in the graph from the members' shared sparsity pattern; see the module docstring).
+    """
     layout = layout or Layout()
+    _check_sparse_layout(sparse_layout)
+    sparse = _runtime_zero(x) if sparse_layout == "shared_mask" else None
     batch = int(x.shape[0])
     st = _State(x, _SHARED)
     for step in steps:
         kind, cfg = step.kind, step.config
         if kind == "dense":
-            st = _dense(st, step, s, batch, layout)
+            st = _dense(st, step, s, batch, layout, sparse)
         elif kind == "conv2d":
-            st = _conv(st, step, s)
+            st = _conv(st, step, s, sparse)
         elif kind == "pool":
             pool = tf.nn.max_pool2d if cfg["op"] == "max" else tf.nn.avg_pool2d
             st = _image_op(st, step, lambda t: pool(t, list(cfg["pool_size"]), list(cfg["strides"]), cfg["padding"]))
@@ -205,7 +281,7 @@ def batched_logits(x, steps: list, s: int, layout: Optional[Layout] = None):
 
 
 def build_batched(posterior, batch_size: int = 1, head: bool = True, member_probs: bool = False,
-                  layout: Optional[Layout] = None):
+                  layout: Optional[Layout] = None, sparse_layout: str = "dense"):
     """A ``tf.function`` running every member of an ensemble posterior in one graph.
 
     Args:
@@ -215,6 +291,9 @@ def build_batched(posterior, batch_size: int = 1, head: bool = True, member_prob
         head: append the uncertainty head; else return the raw logits.
         member_probs: with the head, also return the per-member probabilities ``[S, B, C]``.
         layout: how members are laid out (benchmarking only; the default is the fastest).
+        sparse_layout: ``"dense"`` (every kernel a constant ``[S, ...]``) or ``"shared_mask"``
+            (the members' shared sparsity pattern stored once, values per member, densified in
+            the graph with SCATTER_ND; for prune-then-sample ensembles). The outputs are the same.
 
     Returns:
         A ``tf.function`` with ``input_signature=[TensorSpec([B, *input_shape], float32, name="x")]``
@@ -224,8 +303,10 @@ def build_batched(posterior, batch_size: int = 1, head: bool = True, member_prob
     Raises:
         ConversionError: an unsupported layer (named, with its class and the supported list),
             a non-chain model, or a softmax output.
+        InvalidInputError: an unknown ``sparse_layout``.
     """
     batch_size = check_batch_size(batch_size)
+    _check_sparse_layout(sparse_layout)
     members = getattr(posterior, "members", None)
     if members is None:
         raise ConversionError(
@@ -238,7 +319,7 @@ def build_batched(posterior, batch_size: int = 1, head: bool = True, member_prob
 
     @tf.function(input_signature=[spec])
     def batched(x):
-        logits = batched_logits(x, steps, s, layout)
+        logits = batched_logits(x, steps, s, layout, sparse_layout)
         if not head:
             return {"logits": logits}
         return head_from_logits(logits, member_probs=member_probs)

@@ -311,7 +311,7 @@ def _patches(x, layer, ho: int, wo: int):
 
 def build_stochastic(posterior, num_samples: int, batch_size: int = 1, head: bool = True,
                      member_probs: bool = False, *, seed: Optional[int] = None,
-                     conv_sampling: str = "auto"):
+                     conv_sampling: str = "auto", part: str = "all"):
     """A ``tf.function`` that draws ``num_samples`` posterior samples of a stochastic posterior per call.
 
     Args:
@@ -330,6 +330,10 @@ def build_stochastic(posterior, num_samples: int, batch_size: int = 1, head: boo
             :data:`CONV_SAMPLING`: ``"auto"`` (default) the layer's own model (LRT if it was trained
             with ``estimator="local_reparameterization"``, else one kernel draw per sample);
             ``"local_reparameterization"``; ``"weights"``. Dense layers always use LRT (exact).
+        part: ``"all"`` (default) the whole graph; ``"prefix"`` only the deterministic layers before
+            the first stochastic one, returning ``{"features": [B, ...]}`` (what an int8 / Edge TPU
+            body runs); ``"suffix"`` the rest, taking ``features`` as its input (float, on the CPU:
+            random ops have no int8 kernels).
 
     Returns:
         A ``tf.function`` with ``input_signature=[tf.TensorSpec([B, *input_shape], tf.float32,
@@ -394,8 +398,33 @@ def build_stochastic(posterior, num_samples: int, batch_size: int = 1, head: boo
             "every sample would be the same."
         )
     num_classes = int(posterior.num_classes)
+    if part not in ("all", "prefix", "suffix"):
+        raise InvalidInputError(f"Invalid value received for argument `part`. Expected 'all', 'prefix' or 'suffix'. "
+                                f"Received: part={part!r}")
+    n_prefix = next(i for i, (kind, _) in enumerate(plan) if kind != "keras")
+    if part != "all":
+        if n_prefix == 0:
+            raise ConversionError(
+                f"Model {model.name!r} samples from its first layer: there is no deterministic prefix to run "
+                "in int8. Use precision 'float32', 'float16' or 'dynamic', or train with layers='last'."
+            )
+        prefix = [layer for _, layer in plan[:n_prefix]]
 
-    @tf.function(input_signature=[tf.TensorSpec([b, *input_shape], tf.float32, name="x")], autograph=False)
+        @tf.function(input_signature=[tf.TensorSpec([b, *input_shape], tf.float32, name="x")], autograph=False)
+        def prefix_fn(x):
+            h = x
+            for layer in prefix:
+                h = layer(h, training=False)
+            return {"features": h}
+
+        if part == "prefix":
+            return prefix_fn
+        feat_shape = prefix_fn.get_concrete_function().structured_outputs["features"].shape.as_list()
+        plan, input_spec = plan[n_prefix:], tf.TensorSpec(feat_shape, tf.float32, name="features")
+    else:
+        input_spec = tf.TensorSpec([b, *input_shape], tf.float32, name="x")
+
+    @tf.function(input_signature=[input_spec], autograph=False)
     def stochastic(x):
         g = _Builder(s, b, seed)
         h, shared = x, True  # shared: [B, ...], the same for every sample
