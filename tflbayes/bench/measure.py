@@ -20,14 +20,17 @@ __all__ = ["measure_bundles", "save_results", "peak_memory_mb", "QUALITY_KEYS"]
 QUALITY_KEYS = ("accuracy", "nll", "brier", "ece", "misclassification_auroc", "ood_auroc_total",
                 "ood_auroc_epistemic")
 
+# VmHWM (this process image's peak RSS), not getrusage's ru_maxrss: Linux carries ru_maxrss across
+# exec, so a child of a big parent would report the parent's peak.
 _MEMORY_SCRIPT = """
-import resource, sys, numpy as np
+import sys, numpy as np
 from tflbayes.runtime import load_bundle
 path = sys.argv[1]
 if path != "-":
     b = load_bundle(path, num_threads=1)
     b.run(np.zeros((1, *b.input_shape), np.float32))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+print(int(hwm.split()[1]) / 1024.0)
 """
 
 

@@ -36,7 +36,7 @@ def bench(bundles, suite, data, ood_kind, baseline, rounds, epochs, no_memory, o
 
         out = out or "benchmarks/results"
         run_suite(out, datasets=tuple(d.strip() for d in data.split(",")), epochs=epochs, rounds=rounds)
-        click.echo(f"wrote the standard suite's results, plots and reports to {out} and updated README.md")
+        click.echo(f"wrote the standard suite's results, plots and reports to {out}")
         return
     if not bundles:
         raise InvalidInputError("give bundle folders to measure, or --suite standard.")
