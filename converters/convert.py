@@ -22,11 +22,12 @@ _VERIFY_INPUTS = 100
 
 
 def _default_mode(posterior) -> str:
-    return {"ensemble": "batched", "stochastic": "stochastic", "dirichlet": "dirichlet"}[posterior.kind]
+    return {"ensemble": "batched", "stochastic": "stochastic", "dirichlet": "dirichlet",
+            "distilled": "batched"}[posterior.kind]
 
 
 def _check_mode_fits(posterior, mode):
-    fits = {"members": ("ensemble",), "batched": ("ensemble",), "stochastic": ("stochastic",),
+    fits = {"members": ("ensemble",), "batched": ("ensemble", "distilled"), "stochastic": ("stochastic",),
             "dirichlet": ("dirichlet",)}[mode]
     if posterior.kind not in fits:
         if mode == "dirichlet":
@@ -34,7 +35,7 @@ def _check_mode_fits(posterior, mode):
                 "mode='dirichlet' needs a DirichletPosterior (an EnD² student from "
                 "tb.distill(teacher, x, method='end2')); received a "
                 f"{type(posterior).__name__}.")
-        ok = [m for m, kinds in {"members": ("ensemble",), "batched": ("ensemble",),
+        ok = [m for m, kinds in {"members": ("ensemble",), "batched": ("ensemble", "distilled"),
                                  "stochastic": ("stochastic",)}.items() if posterior.kind in kinds]
         raise ConversionError(
             f"mode={mode!r} does not fit a {type(posterior).__name__}; use mode in {ok}.")
@@ -52,6 +53,14 @@ def _head_fn(num_samples, batch_size, num_classes):
 
 def _body_fns(posterior, mode, num_samples, batch_size, with_head, precision):
     """[(file stem, tf.function)] of the body graphs."""
+    if mode == "dirichlet":  # the EnD² student + Dirichlet head (digamma from builtin ops)
+        from tflbayes.converters.graphs.dirichlet import build_dirichlet
+
+        return [("model" if with_head else "body", build_dirichlet(posterior, batch_size=batch_size, head=with_head))]
+    if mode == "batched" and posterior.kind == "distilled":  # a BDK / GPED student and its heads
+        from tflbayes.distill.graphs import build_gped
+
+        return [("model" if with_head else "body", build_gped(posterior, batch_size=batch_size, head=with_head))]
     if mode == "batched":
         from tflbayes.converters.graphs.batched import Layout, build_batched
 
@@ -100,11 +109,12 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
     """Convert a posterior to a verified LiteRT bundle and return it loaded (:class:`~tflbayes.runtime.Bundle`).
 
     Args:
-        posterior: an ensemble, stochastic (or, with issue 6, Dirichlet) posterior.
+        posterior: an ensemble, stochastic, Dirichlet (EnD²) or distilled (BDK / GPED) posterior.
         out: the bundle folder (written atomically: a failed conversion leaves nothing behind).
         mode: ``"members"`` (one file per member), ``"batched"`` (all members in one graph),
             ``"stochastic"`` (S samples per invoke from builtin random ops), ``"dirichlet"``.
-            Default: ``batched`` for ensembles, ``stochastic`` for stochastic posteriors.
+            Default: ``batched`` for ensembles and BDK/GPED students (one network and its heads),
+            ``stochastic`` for stochastic posteriors, ``dirichlet`` for EnD² students.
         precision: ``float32``, ``float16``, ``dynamic`` (int8 weights), ``int8`` (full integer,
             int8 input; the uncertainty head stays float in a separate CPU graph), ``edgetpu``
             (int8 body checked against the Edge TPU's constraints, head on the CPU).
@@ -152,6 +162,8 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
             posterior = EnsemblePosterior(posterior.model, posterior.members[:s], posterior.method,
                                           posterior.options, posterior.class_names)
+    elif mode == "dirichlet":
+        s = 1  # one forward pass; the Dirichlet is in closed form (no samples in the graph)
     else:
         s = posterior.num_samples if num_samples is None else check_positive_int("num_samples", num_samples)
 
@@ -184,6 +196,14 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
         suffix = build_stochastic(posterior, s, batch_size=batch_size, head=True, member_probs=True, part="suffix")
         blobs["head.tflite"] = to_tflite(suffix, posterior.model, "float32", allow_flex=allow_flex)
+    elif int8 and mode == "dirichlet":
+        from tflbayes.converters.graphs.dirichlet import dirichlet_head_fn
+
+        blobs["head.tflite"] = to_tflite(dirichlet_head_fn(batch_size, c), posterior.model, "float32")
+    elif int8 and posterior.kind == "distilled":
+        from tflbayes.distill.graphs import gped_head_fn
+
+        blobs["head.tflite"] = to_tflite(gped_head_fn(posterior, batch_size), posterior.model, "float32")
     elif int8 and mode != "members":
         blobs["head.tflite"] = to_tflite(_head_fn(s, batch_size, c), posterior.model, "float32")
     ops = {name: op_names(b) for name, b in blobs.items()}
@@ -198,6 +218,17 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
         body_names = [n for n in blobs if n != "head.tflite"]
         edgetpu = {n: check_edgetpu(blobs[n]) for n in body_names}
 
+    # what the pipeline outputs: a Dirichlet student has no samples (alpha instead of member_probs);
+    # a BDK student only probs and total, a GPED student no member_probs
+    if mode == "dirichlet":
+        outputs, body_out = ["probs", "total", "aleatoric", "epistemic", "alpha"], ["alpha_logits"]
+    elif posterior.kind == "distilled":
+        outputs = ["probs", "total"] + (["aleatoric", "epistemic"] if len(posterior.expectations) > 1 else [])
+        body_out = ["student_outputs"]
+    else:
+        outputs = ["probs", "total", "aleatoric", "epistemic", "member_probs"]
+        body_out = ["features"] if mode == "stochastic" else ["logits"]
+
     with atomic_dir(out) as tmp:
         for name, blob in blobs.items():
             (tmp / name).write_bytes(blob)
@@ -211,17 +242,15 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
             post = "host"
         else:
             body = next(n for n in blobs if n != "head.tflite")
-            body_out = ["features"] if mode == "stochastic" else ["logits"]
             stage = {"kind": "graph", "file": body, "sha256": sha256_file(tmp / body), "inputs": ["x"],
                      "runs_on": "edgetpu" if precision == "edgetpu" else "cpu",
-                     "outputs": body_out if int8 else ["probs", "total", "aleatoric", "epistemic", "member_probs"]}
+                     "outputs": body_out if int8 else outputs}
             if precision == "edgetpu":
                 stage["edgetpu_file"] = body.replace(".tflite", "_edgetpu.tflite")
             stages.append(stage)
             if int8:
                 stages.append({"kind": "graph", "file": "head.tflite", "sha256": sha256_file(tmp / "head.tflite"),
-                               "inputs": body_out, "runs_on": "cpu",
-                               "outputs": ["probs", "total", "aleatoric", "epistemic", "member_probs"]})
+                               "inputs": body_out, "runs_on": "cpu", "outputs": outputs})
             post = "cpu_graph" if int8 else "in_graph"
         manifest = {
             "format": FORMAT,
@@ -232,7 +261,7 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
             "class_names": posterior.class_names,
             "input": {"name": "x", "shape": [batch_size, *[int(d) for d in posterior.input_shape]],
                       "dtype": "int8" if int8 else "float32"},
-            "outputs": {k: OUTPUT_MEANINGS[k] for k in ("probs", "total", "aleatoric", "epistemic", "member_probs")},
+            "outputs": {k: OUTPUT_MEANINGS[k] for k in outputs},
             "postprocessing": post,
             "stages": stages,
             "ops": ops,
@@ -256,7 +285,9 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
                                      "the CPU (head.tflite)",
                           "stochastic": "the deterministic int8 prefix may run on the Edge TPU; sampling (random "
                                         "ops) and the uncertainty head run in float on the CPU (head.tflite)",
-                          "members": "members on the Edge TPU, uncertainty on the host"}[mode],
+                          "members": "members on the Edge TPU, uncertainty on the host",
+                          "dirichlet": "the int8 EnD² student may run on the Edge TPU; the float Dirichlet head "
+                                       "(digamma) runs on the CPU (head.tflite)"}[mode],
                 "compile": run_compiler([tmp / n for n in edgetpu], tmp),
                 "command": compile_command([Path(out) / n for n in edgetpu], Path(out)),
             }

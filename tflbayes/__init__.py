@@ -39,10 +39,15 @@ _LAZY = {
     # training
     "fit": ("tflbayes.methods.fit", "fit"),
     "METHODS": ("tflbayes.methods.fit", "METHODS"),
+    # distillation (the package tflbayes.distill is callable too: calling it calls distill)
+    "distill": ("tflbayes.distill", "distill"),
+    "DISTILL_METHODS": ("tflbayes.distill", "DISTILL_METHODS"),
     # posteriors
     "Posterior": ("tflbayes.posterior", "Posterior"),
     "EnsemblePosterior": ("tflbayes.posterior", "EnsemblePosterior"),
     "StochasticPosterior": ("tflbayes.posterior", "StochasticPosterior"),
+    "DirichletPosterior": ("tflbayes.posterior.dirichlet", "DirichletPosterior"),
+    "DistilledPosterior": ("tflbayes.posterior.distilled", "DistilledPosterior"),
     "load": ("tflbayes.posterior", "load"),
     "merge": ("tflbayes.posterior", "merge"),
     # LiteRT conversion and the device runtime

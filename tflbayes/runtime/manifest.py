@@ -37,6 +37,10 @@ OUTPUT_MEANINGS = {
     "epistemic": "knowledge uncertainty: mutual information = total - aleatoric, nats [B]",
     "member_probs": "per-sample (member) probabilities [S, B, C]",
     "logits": "per-sample logits [S, B, C] (input of the uncertainty head)",
+    "alpha": "Dirichlet concentrations [B, C] (mode dirichlet)",
+    "alpha_logits": "the EnD² student's raw outputs z, alpha = exp(clip(z, ln 1e-3, ln 1e4)) [B, C] "
+                    "(input of the Dirichlet head)",
+    "student_outputs": "a BDK/GPED student's raw outputs [B, C + E] (input of its head)",
 }
 
 
