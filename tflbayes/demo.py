@@ -20,11 +20,13 @@ DEMO_BUNDLES = (
     ("deep_ensemble", "batched", "float32"),
     ("deep_ensemble", "members", "float32"),
     ("deep_ensemble", "batched", "int8"),
+    ("end2_student", "dirichlet", "float32"),
 )
 
 
 def run_demo(out="demo_out", data="digits", epochs=15, verbose=1) -> dict:
-    """Train each demo method, evaluate all side by side with OOD noise, write plots and JSON."""
+    """Train each demo method and an EnD² student of the ensemble, evaluate all side by side with
+    OOD noise, convert them to LiteRT bundles, run and time those, write plots and JSON."""
     import tflbayes as tb
     from tflbayes._io import write_json
     from tflbayes.architectures import builder
@@ -48,6 +50,16 @@ def run_demo(out="demo_out", data="digits", epochs=15, verbose=1) -> dict:
         rows.append({"name": method, "S": post.num_samples, "train_s": train_s, **metrics})
         plots_in[method] = (pred_in, pred_ood, ds.y_test)
         posteriors[method] = post
+    click.echo("== distilling the deep ensemble into one EnD² Dirichlet student")
+    t0 = time.perf_counter()
+    student = tb.distill(posteriors["deep_ensemble"], ds.x_train, method="end2", epochs=20, verbose=0)
+    train_s = time.perf_counter() - t0
+    student.save(out / "posteriors" / "end2_student")
+    pred_in, pred_ood = student.predict(ds.x_test), student.predict(x_ood)
+    rows.append({"name": "end2_student", "S": 1, "train_s": train_s,
+                 **tb.metrics.evaluate_prediction(pred_in, ds.y_test, pred_ood)})
+    plots_in["end2_student"] = (pred_in, pred_ood, ds.y_test)
+    posteriors["end2_student"] = student
     paths = tb.plots.comparison_plots(plots_in, out / "plots")
     click.echo("")
     print_table(rows, QUALITY_COLUMNS[:1] + [("S", "S"), ("train_s", "train s")] + QUALITY_COLUMNS[1:],
