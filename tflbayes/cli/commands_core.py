@@ -59,6 +59,13 @@ def train(data, method, arch, members, rate, estimator, layers, extra, holdout, 
     post = tb.fit(build, ds, method=method, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                   seed=seed, verbose=0 if quiet else 1, **options)
     seconds = time.perf_counter() - t0
+    if tb.METHODS[method].sampling and post.num_samples >= 2:
+        from tflbayes.methods.sampling import diagnostics
+
+        n = min(512, len(ds.x_test))
+        d = diagnostics(post, ds.x_test[:n], ds.y_test[:n])
+        click.echo(f"{method}: ESS {d['ess']:.1f} of {post.num_samples} samples, R-hat {d['rhat']:.3f} "
+                   f"(predictive log-likelihood on {n} test inputs)")
     post.options.setdefault("data", {"name": ds.name, "holdout_classes": list(ds.holdout_classes)})
     post.options["arch"] = arch
     out = out or f"runs/{Path(str(data)).stem}-{method}"

@@ -11,6 +11,8 @@ from tflbayes.methods.registry import METHODS, TrainConfig
 from tflbayes.methods import dropout as _dropout  # noqa: F401,E402
 from tflbayes.methods import ensemble as _ensemble  # noqa: F401,E402
 from tflbayes.methods import variational as _variational  # noqa: F401,E402
+from tflbayes.methods import sampling as _sampling  # noqa: F401,E402  (sgld, sghmc, csgmcmc, snapshot, subspace)
+from tflbayes.methods.sampling.likelihoods import check_targets  # noqa: E402
 
 __all__ = ["fit", "METHODS"]
 
@@ -65,11 +67,14 @@ def fit(build_model: Callable, data, method: str = "deep_ensemble", *, epochs: i
         except (TypeError, ValueError):
             raise InvalidInputError("`data` must be a tuple (x, y) or a tflbayes Dataset.") from None
     x = check_inputs(x, (None,) * (max(getattr(x, "ndim", 2), 2) - 1), "x")
-    y = check_labels(y, len(x))
+    regression = {**spec.defaults, **options}.get("likelihood") == "regression"
+    y = check_targets(y, len(x)) if regression else check_labels(y, len(x))
     if validation_data is not None:
         xv, yv = validation_data
         xv = check_inputs(xv, x.shape[1:], "validation_data[0]")
-        validation_data = (xv, check_labels(yv, len(xv), name="validation_data[1]"))
+        yv = (check_targets(yv, len(xv), "validation_data[1]") if regression
+              else check_labels(yv, len(xv), name="validation_data[1]"))
+        validation_data = (xv, yv)
     cfg = TrainConfig(
         epochs=check_positive_int("epochs", epochs),
         batch_size=check_positive_int("batch_size", batch_size),
