@@ -11,10 +11,9 @@ weights, the way :mod:`tflbayes.methods.transform` makes stochastic twins:
 """
 from __future__ import annotations
 
-import copy
-
 from tflbayes._keras import keras
 from tflbayes.errors import InvalidInputError
+from tflbayes.methods.transform import _Graph, class_name
 
 __all__ = ["default_student", "widen", "with_extra_outputs", "check_student", "build_student_model",
            "count_params"]
@@ -22,61 +21,17 @@ __all__ = ["default_student", "widen", "with_extra_outputs", "check_student", "b
 _STOCHASTIC = {"MCDropout", "VariationalDense", "VariationalConv2D"}
 
 
-def _custom_objects():
-    import tflbayes.layers as L
-
-    objs = {"MCDropout": L.MCDropout, "VariationalDense": L.VariationalDense,
-            "VariationalConv2D": L.VariationalConv2D}
-    return {**objs, **{f"tflbayes>{k}": v for k, v in objs.items()}}
-
-
-def _class(entry) -> str:
-    return str(entry.get("class_name", "")).split(">")[-1]
-
-
-class _Config:
-    """The layer entries of a Sequential / functional model config, rebuildable with fresh weights."""
+class _Config(_Graph):
+    """The teacher's / student's config, rebuilt with fresh weights (widths may change)."""
 
     def __init__(self, model, what: str = "model"):
-        if not isinstance(model, keras.Model):
-            raise InvalidInputError(f"The {what} must be a Keras model. Received: {type(model).__name__}")
-        self.sequential = isinstance(model, keras.Sequential)
-        if not self.sequential and not getattr(model, "_is_graph_network", False):
-            raise InvalidInputError(
-                f"The {what} is a subclassed Keras model ({type(model).__name__}); tflbayes can only rewrite "
-                "Sequential or functional models. Pass build_student= with the student you want.")
-        self.config = copy.deepcopy(model.get_config())
-        self.entries = self.config["layers"]
-        for e in self.entries:
-            e.pop("build_config", None)  # shapes change when widths change; rebuild from the input
-            if _class(e) in ("Sequential", "Functional", "Model"):
-                raise InvalidInputError(
-                    f"Layer {e['config'].get('name')!r} of the {what} is a nested model; flatten it or pass "
-                    "build_student= with the student you want.")
-
-    def output_index(self) -> int:
-        if self.sequential:
-            return len(self.entries) - 1
-        name = self.config["output_layers"][0][0]
-        return next(i for i, e in enumerate(self.entries) if e["config"]["name"] == name)
-
-    def replace(self, i, layer):
-        entry = keras.layers.serialize(layer)
-        old = self.entries[i]
-        if not self.sequential:
-            entry["name"] = old["name"]
-            entry["inbound_nodes"] = old["inbound_nodes"]
-        self.entries[i] = entry
-
-    def build(self):
-        cls = keras.Sequential if self.sequential else keras.Model
-        return cls.from_config(self.config, custom_objects=_custom_objects())
+        super().__init__(model, what=f"the {what}", fresh_shapes=True)
 
 
 def _deterministic_twin(entry):
     c = entry["config"]
     common = dict(name=c["name"], activation=c.get("activation"), use_bias=c.get("use_bias", True))
-    kind = _class(entry)
+    kind = class_name(entry)
     if kind == "MCDropout":
         return keras.layers.Dropout(c["rate"], noise_shape=c.get("noise_shape"), seed=c.get("seed"), name=c["name"])
     if kind == "VariationalDense":
@@ -94,7 +49,7 @@ def default_student(teacher):
     """
     cfg = _Config(teacher.model, "teacher's model")
     for i, e in enumerate(cfg.entries):
-        if _class(e) in _STOCHASTIC:
+        if class_name(e) in _STOCHASTIC:
             cfg.replace(i, _deterministic_twin(e))
     return cfg.build()
 
@@ -113,7 +68,7 @@ def widen(model, multiplier: float):
     for i, e in enumerate(cfg.entries):
         if i == out:
             continue
-        key = {"Dense": "units", "Conv2D": "filters"}.get(_class(e))
+        key = {"Dense": "units", "Conv2D": "filters"}.get(class_name(e))
         if key is not None:
             e["config"][key] = max(1, int(round(e["config"][key] * multiplier)))
     return cfg.build()
@@ -125,10 +80,10 @@ def with_extra_outputs(model, extra: int):
         return model
     cfg = _Config(model, "student")
     e = cfg.entries[cfg.output_index()]
-    if _class(e) != "Dense":
+    if class_name(e) != "Dense":
         raise InvalidInputError(
             f"GPED adds its expectation heads to the student's output layer, which must be a Dense layer; "
-            f"{e['config'].get('name')!r} is a {_class(e)}. End the student with Dense(num_classes).")
+            f"{e['config'].get('name')!r} is a {class_name(e)}. End the student with Dense(num_classes).")
     e["config"]["units"] = int(e["config"]["units"]) + int(extra)
     return cfg.build()
 

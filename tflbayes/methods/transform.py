@@ -26,28 +26,47 @@ def _custom_objects():
             "tflbayes>VariationalConv2D": VariationalConv2D}
 
 
-class _Graph:
-    """The layer entries of a Sequential or functional config, with insert/replace that keep wiring."""
+def class_name(entry) -> str:
+    """A config entry's layer class, without a registration prefix ("tflbayes>MCDropout" -> "MCDropout")."""
+    return str(entry.get("class_name", "")).split(">")[-1]
 
-    def __init__(self, model):
+
+class _Graph:
+    """The layer entries of a Sequential or functional config, with insert/replace that keep wiring.
+
+    Args:
+        model: the Keras model whose config is rewritten.
+        what: how error messages name the model (e.g. "the teacher's model").
+        fresh_shapes: drop the layers' build shapes (for rewrites that change widths).
+    """
+
+    def __init__(self, model, what: str = "the model built by `build_model`", fresh_shapes: bool = False):
         if not isinstance(model, keras.Model):
-            raise InvalidInputError(f"`build_model` must return a Keras model. It returned {type(model).__name__}.")
+            raise InvalidInputError(f"{what[0].upper() + what[1:]} must be a Keras model. Received: {type(model).__name__}")
         self.sequential = isinstance(model, keras.Sequential)
         if not self.sequential and not getattr(model, "_is_graph_network", False):
             raise InvalidInputError(
-                f"`build_model` returned a subclassed model ({type(model).__name__}); tflbayes needs a "
+                f"{what[0].upper() + what[1:]} is a subclassed model ({type(model).__name__}); tflbayes needs a "
                 "Sequential or functional model so it can rewrite layers and convert them to LiteRT."
             )
         self.config = copy.deepcopy(model.get_config())
         self.entries = self.config["layers"]
         self.names = set()
         for e in self.entries:
-            if e["class_name"] in _CONTAINERS:
+            if fresh_shapes:
+                e.pop("build_config", None)
+            if class_name(e) in _CONTAINERS:
                 raise InvalidInputError(
-                    f"Layer {e['config'].get('name')!r} is a nested model; flatten it into one "
-                    "Sequential/functional model before using tflbayes."
+                    f"Layer {e['config'].get('name')!r} of {what} is a nested model; flatten it into one "
+                    "Sequential/functional model first."
                 )
             self.names.add(e["config"].get("name"))
+
+    def output_index(self) -> int:
+        """Index of the entry that produces the model's (single) output."""
+        if self.sequential:
+            return len(self.entries) - 1
+        return self.index(self.config["output_layers"][0][0])
 
     def name_of(self, i):
         return self.entries[i]["config"]["name"]
@@ -66,7 +85,7 @@ class _Graph:
         return name
 
     def weight_layers(self):
-        return [i for i, e in enumerate(self.entries) if e["class_name"] in WEIGHT_LAYERS]
+        return [i for i, e in enumerate(self.entries) if class_name(e) in WEIGHT_LAYERS]
 
     def predecessor(self, i):
         """Index of the single layer feeding entry ``i`` (None for the first / input-fed layer)."""
