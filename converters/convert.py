@@ -15,9 +15,12 @@ from tflbayes.errors import ConversionError, InvalidInputError
 from tflbayes.converters.verify import verify_bundle
 from tflbayes.runtime.manifest import FORMAT, FORMAT_VERSION, MODES, OUTPUT_MEANINGS, PRECISIONS
 
-__all__ = ["convert", "DEFAULT_COVERAGE"]
+__all__ = ["convert", "DEFAULT_COVERAGE", "SPARSE_LAYOUTS"]
 
 DEFAULT_COVERAGE = 0.95
+# "dense": kernels as constants; "shared_mask": batched, mask indices once + values per member,
+# densified in the graph; "tflite": members, LiteRT's own sparse tensor format per file.
+SPARSE_LAYOUTS = ("dense", "shared_mask", "tflite")
 _VERIFY_INPUTS = 100
 
 
@@ -51,7 +54,7 @@ def _head_fn(num_samples, batch_size, num_classes):
     return head
 
 
-def _body_fns(posterior, mode, num_samples, batch_size, with_head, precision):
+def _body_fns(posterior, mode, num_samples, batch_size, with_head, precision, sparse_layout="dense"):
     """[(file stem, tf.function)] of the body graphs."""
     if mode == "dirichlet":  # the EnD² student + Dirichlet head (digamma from builtin ops)
         from tflbayes.converters.graphs.dirichlet import build_dirichlet
@@ -68,7 +71,8 @@ def _body_fns(posterior, mode, num_samples, batch_size, with_head, precision):
         layout = Layout(dense="conv") if precision == "edgetpu" else None
         return [("model" if with_head else "body",
                  build_batched(posterior, batch_size=batch_size, head=with_head, member_probs=with_head,
-                               layout=layout))]
+                               layout=layout, sparse_layout="shared_mask" if sparse_layout == "shared_mask"
+                               else "dense"))]
     if mode == "members":
         from tflbayes.converters.graphs.members import build_member
 
@@ -105,7 +109,7 @@ def _calibrate(bundle, calibration, coverage) -> Optional[dict]:
 def convert(posterior, out, mode: Optional[str] = None, precision: str = "float32", representative_data=None,
             num_samples: Optional[int] = None, calibration=None, *, batch_size: int = 1,
             allow_flex: bool = False, coverage: float = DEFAULT_COVERAGE, verification_data=None,
-            verify: bool = True):
+            verify: bool = True, sparse_layout: str = "dense"):
     """Convert a posterior to a verified LiteRT bundle and return it loaded (:class:`~tflbayes.runtime.Bundle`).
 
     Args:
@@ -130,13 +134,29 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
         verification_data: inputs for verification (default: calibration inputs, else the
             representative data, else the first input-shaped Gaussian noise — noted in the report).
         verify: run the verification (default True; a failure raises VerificationError).
+        sparse_layout: how sparse (pruned) kernels are stored. ``"dense"`` (default): as dense
+            constants. ``"shared_mask"`` (mode ``batched``, float32 / float16): the members'
+            shared sparsity pattern once (int32 indices) and each member's values, densified in
+            the graph with SCATTER_ND (for ``tb.compress.prune(..., method="shared_mask")``
+            posteriors: O(2N + NS) bytes; costs a densification per invoke). ``"tflite"`` (mode
+            ``members``, float32): LiteRT's own sparse tensor format in every member file
+            (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
     """
     from tflbayes.runtime import Bundle
 
     mode = mode if mode is not None else _default_mode(posterior)
     check_choice("mode", mode, MODES)
     check_choice("precision", precision, PRECISIONS)
+    check_choice("sparse_layout", sparse_layout, SPARSE_LAYOUTS)
     _check_mode_fits(posterior, mode)
+    if sparse_layout == "shared_mask" and (mode != "batched" or precision not in ("float32", "float16")):
+        raise InvalidInputError(
+            "sparse_layout='shared_mask' is for mode='batched' at precision float32 or float16; received "
+            f"mode={mode!r}, precision={precision!r}.")
+    if sparse_layout == "tflite" and (mode != "members" or precision != "float32"):
+        raise InvalidInputError(
+            "sparse_layout='tflite' (LiteRT's sparse tensor format) is for mode='members' at precision float32; "
+            f"received mode={mode!r}, precision={precision!r}.")
     batch_size = check_positive_int("batch_size", batch_size)
     if not 0 < coverage < 1:
         raise InvalidInputError(f"Invalid value received for argument `coverage`. Expected a float in (0, 1). Received: coverage={coverage!r}")
@@ -180,7 +200,8 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
     c = posterior.num_classes
     in_graph_head = not int8 and mode != "members"
-    bodies = _body_fns(posterior, mode, s, batch_size, with_head=in_graph_head, precision=precision)
+    bodies = _body_fns(posterior, mode, s, batch_size, with_head=in_graph_head, precision=precision,
+                       sparse_layout=sparse_layout)
     rep_gen = None
     if int8:
         from tflbayes.converters.tflite import representative_factory
@@ -190,7 +211,8 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
     blobs = {}
     for stem, fn in bodies:
-        blobs[f"{stem}.tflite"] = to_tflite(fn, posterior.model, precision, rep_gen, allow_flex=allow_flex)
+        blobs[f"{stem}.tflite"] = to_tflite(fn, posterior.model, precision, rep_gen, allow_flex=allow_flex,
+                                            sparse=(sparse_layout == "tflite"))
     if int8 and mode == "stochastic":  # random ops + head in float on the CPU, fed the int8 prefix's features
         from tflbayes.converters.graphs.stochastic import build_stochastic
 
@@ -271,6 +293,7 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
                 "posterior_kind": posterior.kind,
                 "method": posterior.method,
                 "options": posterior.options,
+                "sparse_layout": sparse_layout,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "tensorflow": tf.__version__,
                 "python": platform.python_version(),

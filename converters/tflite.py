@@ -30,7 +30,7 @@ def _flex_culprits(message: str) -> str:
 
 def to_tflite(fn, trackable, precision: str = "float32",
               representative: Optional[Callable[[], Iterable]] = None,
-              allow_flex: bool = False, int8_io: bool = True) -> bytes:
+              allow_flex: bool = False, int8_io: bool = True, sparse: bool = False) -> bytes:
     """Convert a traced ``tf.function`` (one input) to a LiteRT flatbuffer.
 
     Args:
@@ -41,6 +41,8 @@ def to_tflite(fn, trackable, precision: str = "float32",
         representative: a zero-argument generator factory for full-integer calibration.
         allow_flex: permit Select TF (Flex) ops; otherwise they raise :class:`ConversionError`.
         int8_io: int8 input and output tensors (full-integer precisions).
+        sparse: store sparse constant weights in LiteRT's sparse tensor format
+            (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``; DENSIFY ops or sparse FULLY_CONNECTED).
     """
     cf = fn.get_concrete_function()
     conv = tf.lite.TFLiteConverter.from_concrete_functions([cf], trackable)
@@ -59,6 +61,8 @@ def to_tflite(fn, trackable, precision: str = "float32",
         if int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
+    if sparse:
+        conv.optimizations = [*conv.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if allow_flex:
         ops = ops + [tf.lite.OpsSet.SELECT_TF_OPS]
     conv.target_spec.supported_ops = ops

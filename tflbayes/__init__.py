@@ -35,6 +35,7 @@ _LAZY = {
     "plots": ("tflbayes.metrics.plots", None),
     "layers": ("tflbayes.layers", None),
     "methods": ("tflbayes.methods", None),
+    "compress": ("tflbayes.compress", None),
     "runtime": ("tflbayes.runtime", None),
     # training
     "fit": ("tflbayes.methods.fit", "fit"),

@@ -1,4 +1,4 @@
-"""``tflbayes train | evaluate | demo``."""
+"""``tflbayes train | evaluate | compress | demo``."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import click
 
 from tflbayes.cli._common import friendly_errors, parse_options, print_table
 
-__all__ = ["COMMANDS", "train", "evaluate", "demo", "QUALITY_COLUMNS"]
+__all__ = ["COMMANDS", "train", "evaluate", "compress", "demo", "QUALITY_COLUMNS"]
 
 QUALITY_COLUMNS = [
     ("name", "model"), ("accuracy", "acc"), ("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE"),
@@ -123,4 +123,50 @@ def demo(out, data, epochs, quiet):
     run_demo(out, data=data, epochs=epochs, verbose=0 if quiet else 1)
 
 
-COMMANDS = [train, evaluate, demo]
+@click.command()
+@click.argument("posterior", type=click.Path())
+@click.option("--method", type=click.Choice(["magnitude", "shared_mask", "snr", "structured", "2:4", "qat"]),
+              default="magnitude", show_default=True,
+              help="pruning method, or qat (quantization-aware fine-tuning for int8)")
+@click.option("--sparsity", type=float, default=None, help="fraction of kernel weights to remove, in [0, 1) "
+              "(structured: of units per layer; 2:4: fixed at 0.5)")
+@click.option("--scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True)
+@click.option("--criterion", type=click.Choice(["snr", "magnitude"]), default="snr", show_default=True,
+              help="snr only: rank by |mu|/sigma or by |mu|")
+@click.option("--data", default=None, help="digits, mnist or an .npz: training data for the methods that train "
+              "(shared_mask, structured, qat; optional for 2:4)")
+@click.option("--option", "-o", "extra", multiple=True, help="any other method option as key=value (repeatable)")
+@click.option("--out", type=click.Path(), default=None, help="posterior folder (default <posterior>-<method>[-<sparsity>])")
+@friendly_errors
+def compress(posterior, method, sparsity, scope, criterion, data, extra, out):
+    """Prune or quantization-aware fine-tune a posterior folder; writes a new posterior folder."""
+    import tflbayes as tb
+
+    post = tb.load(posterior)
+    options = parse_options(extra)
+    xy = None
+    if data is not None:
+        hold = (post.options.get("data") or {}).get("holdout_classes") or None
+        ds = tb.data.load(data, holdout_classes=hold)
+        xy = (ds.x_train, ds.y_train)
+    if method == "qat":
+        if xy is None:
+            raise click.UsageError("--method qat fine-tunes: pass --data digits|mnist|file.npz.")
+        result = tb.compress.quantization_aware(post, data=xy, **options)
+    else:
+        if method in ("shared_mask", "structured") and xy is None:
+            raise click.UsageError(f"--method {method} trains: pass --data digits|mnist|file.npz.")
+        if sparsity is None and method != "2:4":
+            raise click.UsageError(f"--method {method} needs --sparsity (a fraction in [0, 1), e.g. 0.9).")
+        kw = {"criterion": criterion} if method == "snr" else {}
+        result = tb.compress.prune(post, sparsity, method=method, scope=scope, data=xy, **kw, **options)
+    suffix = method.replace(":", "of") + ("" if sparsity is None or method == "qat" else f"-{sparsity:g}")
+    out = out or f"{str(posterior).rstrip('/')}-{suffix}"
+    result.save(out)
+    achieved = tb.compress.sparsity(result)["overall"]
+    layout = " (shared-mask layout)" if getattr(result, "mask", None) is not None else ""
+    click.echo(f"{method}: {type(result).__name__} S={result.num_samples}, kernel sparsity {achieved:.4f}, "
+               f"{result.model.count_params()} weights per member; wrote {out}{layout}")
+
+
+COMMANDS = [train, evaluate, compress, demo]

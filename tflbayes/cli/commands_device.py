@@ -35,9 +35,13 @@ def _load_xy(path, what):
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--coverage", type=float, default=0.95, show_default=True, help="in-distribution inputs the threshold keeps")
 @click.option("--allow-flex", is_flag=True, help="allow Select TF (Flex) ops")
+@click.option("--sparse-layout", type=click.Choice(["dense", "shared_mask", "tflite"]), default="dense",
+              show_default=True, help="pruned kernels: dense constants, shared mask densified in the batched "
+              "graph, or LiteRT's sparse format per member file")
 @click.option("--out", type=click.Path(), default=None, help="bundle folder (default bundles/<posterior>-<mode>-<precision>)")
 @friendly_errors
-def convert(posterior, mode, precision, data, calibration, num_samples, batch_size, coverage, allow_flex, out):
+def convert(posterior, mode, precision, data, calibration, num_samples, batch_size, coverage, allow_flex,
+            sparse_layout, out):
     """Convert a posterior folder to a verified LiteRT bundle."""
     import tflbayes as tb
 
@@ -56,7 +60,8 @@ def convert(posterior, mode, precision, data, calibration, num_samples, batch_si
         raise click.UsageError(f"--precision {precision} needs representative inputs: pass --data digits|mnist|file.npz.")
     out = out or f"bundles/{Path(posterior).name}-{mode or 'auto'}-{precision}"
     bundle = tb.convert(post, out, mode=mode, precision=precision, representative_data=rep, num_samples=num_samples,
-                        calibration=cal, batch_size=batch_size, coverage=coverage, allow_flex=allow_flex)
+                        calibration=cal, batch_size=batch_size, coverage=coverage, allow_flex=allow_flex,
+                        sparse_layout=sparse_layout)
     v = bundle.manifest["verification"]
     facts = ", ".join(f"{k}={v[k]:.3g}" for k in ("max_abs_prob_diff", "argmax_agreement", "max_excess") if k in v)
     click.echo(f"wrote {bundle.mode}/{bundle.precision} bundle (S={bundle.num_samples}, {bundle.size_bytes} bytes) "
