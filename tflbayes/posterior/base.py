@@ -10,7 +10,7 @@ from tflbayes._checks import check_inputs
 from tflbayes._keras import keras, tf
 from tflbayes.uncertainty import Prediction, prediction_from_samples
 
-__all__ = ["Posterior", "softmax", "forward"]
+__all__ = ["Posterior", "SingleNetworkPosterior", "softmax", "forward"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -97,3 +97,15 @@ class Posterior(abc.ABC):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(method={self.method!r}, S={self.num_samples}, "
                 f"input_shape={self.input_shape}, classes={self.num_classes})")
+
+
+class SingleNetworkPosterior(Posterior):
+    """A posterior held in one network's weights (stochastic passes, Dirichlet or distilled students)."""
+
+    def weight_sets(self) -> list:
+        return [[np.asarray(w, dtype=np.float32) for w in self.model.get_weights()]]
+
+    @classmethod
+    def _from_storage(cls, model, sets, meta):
+        model.set_weights(sets[0])
+        return cls(model, meta["method"], meta.get("options"), meta.get("class_names"))

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tflbayes.errors import InvalidInputError
-from tflbayes.posterior.base import Posterior, forward
+from tflbayes.posterior.base import SingleNetworkPosterior, forward
 from tflbayes.uncertainty import Prediction, dirichlet_decompose
 
 __all__ = ["DirichletPosterior", "ALPHA_MIN", "ALPHA_MAX", "LOG_ALPHA_MIN", "LOG_ALPHA_MAX",
@@ -60,7 +60,7 @@ def sample_dirichlet(alpha, num_samples: int, rng: np.random.Generator) -> np.nd
     return g / g.sum(axis=-1, keepdims=True)
 
 
-class DirichletPosterior(Posterior):
+class DirichletPosterior(SingleNetworkPosterior):
     """An Ensemble Distribution Distillation (EnD²) student: one network, a Dirichlet per input.
 
     The network maps an input to concentrations ``alpha`` of a Dirichlet over the class
@@ -93,14 +93,6 @@ class DirichletPosterior(Posterior):
     @property
     def num_samples(self) -> int:
         return int(self.options["num_samples"])
-
-    def weight_sets(self) -> list:
-        return [[np.asarray(w, dtype=np.float32) for w in self.model.get_weights()]]
-
-    @classmethod
-    def _from_storage(cls, model, sets, meta):
-        model.set_weights(sets[0])
-        return cls(model, meta["method"], meta.get("options"), meta.get("class_names"))
 
     # -- the Dirichlet ------------------------------------------------------------------------
     def alpha(self, x) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 
 from tflbayes._keras import keras
 from tflbayes.errors import InvalidInputError
-from tflbayes.posterior.base import Posterior, forward, softmax
+from tflbayes.posterior.base import SingleNetworkPosterior, forward, softmax
 from tflbayes.uncertainty import Prediction, entropy
 
 __all__ = ["DistilledPosterior", "EXPECTATIONS"]
@@ -42,7 +42,7 @@ def _sigmoid(u: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * u))
 
 
-class DistilledPosterior(Posterior):
+class DistilledPosterior(SingleNetworkPosterior):
     """One network that predicts posterior expectations (BDK / GPED students).
 
     Args:
@@ -92,14 +92,6 @@ class DistilledPosterior(Posterior):
     @property
     def num_samples(self) -> int:
         return 1
-
-    def weight_sets(self) -> list:
-        return [[np.asarray(w, dtype=np.float32) for w in self.model.get_weights()]]
-
-    @classmethod
-    def _from_storage(cls, model, sets, meta):
-        model.set_weights(sets[0])
-        return cls(model, meta["method"], meta.get("options"), meta.get("class_names"))
 
     def outputs(self, x) -> dict:
         """The distilled expectations on ``x``: ``{"probs": [N, C], "expected_entropy": [N], ...}``."""

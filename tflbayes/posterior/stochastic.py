@@ -7,12 +7,12 @@ import numpy as np
 
 from tflbayes._keras import tf
 from tflbayes.errors import InvalidInputError
-from tflbayes.posterior.base import Posterior, forward, softmax
+from tflbayes.posterior.base import SingleNetworkPosterior, forward, softmax
 
 __all__ = ["StochasticPosterior"]
 
 
-class StochasticPosterior(Posterior):
+class StochasticPosterior(SingleNetworkPosterior):
     """One Keras model whose every forward pass is a posterior sample.
 
     The model holds always-on :class:`~tflbayes.layers.MCDropout` layers or variational layers
@@ -37,14 +37,6 @@ class StochasticPosterior(Posterior):
     @property
     def num_samples(self) -> int:
         return int(self.options["num_samples"])
-
-    def weight_sets(self) -> list:
-        return [[np.asarray(w, dtype=np.float32) for w in self.model.get_weights()]]
-
-    @classmethod
-    def _from_storage(cls, model, sets, meta):
-        model.set_weights(sets[0])
-        return cls(model, meta["method"], meta.get("options"), meta.get("class_names"))
 
     def sample_probs(self, x, num_samples: Optional[int] = None, seed: Optional[int] = None) -> np.ndarray:
         x = self._check_x(x)
