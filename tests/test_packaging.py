@@ -135,5 +135,8 @@ def test_lazy_public_api_names_existing_modules():
     import tflbayes as tb
 
     missing = sorted(m for m, _ in tb._LAZY.values() if importlib.util.find_spec(m) is None)
-    if missing:
-        pytest.xfail(f"public names point at modules not written yet: {missing}")
+    assert not missing, f"public names point at modules that do not exist: {missing}"
+    for name, (module, attr) in tb._LAZY.items():
+        assert getattr(tb, name) is not None, name
+        if attr is not None:
+            assert getattr(importlib.import_module(module), attr) is getattr(tb, name), name
