@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from tflbayes._checks import check_choice, check_inputs, check_labels, check_positive_int
+from tflbayes._checks import check_choice, check_inputs, check_labelled, check_positive_int
 from tflbayes._io import atomic_dir, sha256_file, write_json
 from tflbayes._keras import tf
 from tflbayes.errors import ConversionError, InvalidInputError
@@ -167,12 +167,7 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
             "calibrate the int8 ranges; pass representative_data=x_train[:300] (CLI: --data).")
     rep = check_inputs(representative_data, posterior.input_shape, "representative_data") if representative_data is not None else None
     if calibration is not None:
-        try:
-            cx, cy = calibration
-        except (TypeError, ValueError):
-            raise InvalidInputError("`calibration` must be a tuple (x_val, y_val).") from None
-        cx = check_inputs(cx, posterior.input_shape, "calibration[0]")
-        calibration = (cx, check_labels(cy, len(cx), posterior.num_classes, "calibration[1]"))
+        calibration = check_labelled(calibration, posterior.input_shape, posterior.num_classes, "calibration")
     if mode in ("members", "batched"):
         s = posterior.num_samples if num_samples is None else check_positive_int("num_samples", num_samples)
         if s > posterior.num_samples:

@@ -5,7 +5,7 @@ import numpy as np
 
 from tflbayes.errors import InvalidInputError
 
-__all__ = ["check_inputs", "check_labels", "check_choice", "check_positive_int", "check_positive_float"]
+__all__ = ["check_inputs", "check_labels", "check_labelled", "check_choice", "check_positive_int", "check_positive_float"]
 
 
 def check_inputs(x, input_shape, name: str = "x") -> np.ndarray:
@@ -59,6 +59,16 @@ def check_labels(y, num: int, num_classes: int | None = None, name: str = "y") -
             f"`{name}` labels must lie in [0, {num_classes}). Received min={arr.min()}, max={arr.max()}."
         )
     return arr.astype(np.int64)
+
+
+def check_labelled(pair, input_shape, num_classes: int | None = None, name: str = "data"):
+    """A labelled pair ``(x, y)``: inputs ``[N, *input_shape]`` and N integer labels."""
+    try:
+        x, y = pair
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"`{name}` must be a tuple (x, y) of inputs and labels.") from None
+    x = check_inputs(x, input_shape, f"{name}[0]")
+    return x, check_labels(y, len(x), num_classes, f"{name}[1]")
 
 
 def check_choice(name: str, value, choices) -> None:

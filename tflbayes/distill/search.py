@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tflbayes._checks import check_inputs, check_labels, check_positive_int
+from tflbayes._checks import check_inputs, check_labelled, check_positive_int
 from tflbayes._keras import keras, tf
 from tflbayes.distill.recipe import fit_student
 from tflbayes.distill.students import widen
@@ -296,12 +296,7 @@ def search_students(recipe, teacher, pool, samples, base_model, budgets, *, reco
         raise InvalidInputError(f"Invalid value received for argument `large_width`. Expected a number > 0. "
                                 f"Received: large_width={large_width!r}")
     if validation_data is not None:
-        try:
-            xv, yv = validation_data
-        except (TypeError, ValueError):
-            raise InvalidInputError("`validation_data` must be a tuple (x_val, y_val).") from None
-        xv = check_inputs(xv, teacher.input_shape, "validation_data[0]")
-        validation_data = (xv, check_labels(yv, len(xv), teacher.num_classes, "validation_data[1]"))
+        validation_data = check_labelled(validation_data, teacher.input_shape, teacher.num_classes, "validation_data")
     if x_ood is not None:
         x_ood = check_inputs(x_ood, teacher.input_shape, "x_ood")
     targets = recipe.targets(samples)
