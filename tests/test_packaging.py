@@ -137,6 +137,14 @@ def test_lazy_public_api_names_existing_modules():
     missing = sorted(m for m, _ in tb._LAZY.values() if importlib.util.find_spec(m) is None)
     assert not missing, f"public names point at modules that do not exist: {missing}"
     for name, (module, attr) in tb._LAZY.items():
-        assert getattr(tb, name) is not None, name
-        if attr is not None:
-            assert getattr(importlib.import_module(module), attr) is getattr(tb, name), name
+        value = getattr(tb, name)
+        assert value is not None, name
+        if attr is None:
+            continue
+        target = getattr(importlib.import_module(module), attr)
+        if module.rsplit(".", 1)[-1] == name:
+            # importing the submodule tflbayes.distill rebinds tb.distill to the package, which is
+            # callable and forwards to the function (tested in test_distill)
+            assert callable(value) and callable(target), name
+        else:
+            assert target is value, name
