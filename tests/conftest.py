@@ -39,6 +39,22 @@ def make_functional_mlp(input_shape=(8, 8, 1), num_classes=10, hidden=(32, 16), 
     return keras.Model(inp, out, name="functional_mlp")
 
 
+def run_result_script(tmp_path, source: str, timeout: int = 300) -> dict:
+    """Run ``source`` as a fresh Python process (e.g. to split the CPU into logical devices before
+    TensorFlow starts) and return the JSON it prints on its last ``RESULT `` line."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert line, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads(line[-1][len("RESULT "):])
+
+
 @pytest.fixture(scope="session")
 def digits():
     """The bundled digits data set (train 1,437 / test 360, [8, 8, 1] in [0, 1], 10 classes)."""

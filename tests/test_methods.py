@@ -5,8 +5,6 @@ The statistical claims (ensemble NLL, OOD AUROC) were checked over several seeds
 are several times the seed-to-seed spread.
 """
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -18,7 +16,7 @@ from tflbayes.errors import InvalidInputError
 from tflbayes.layers import MCDropout, VariationalConv2D, VariationalDense
 from tflbayes.methods.transform import to_mc_dropout, to_variational, weight_layer_names
 
-from conftest import make_functional_mlp, make_mlp
+from conftest import make_functional_mlp, make_mlp, run_result_script
 
 
 def _subset(ds, n=200):
@@ -471,13 +469,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
 
 
 def test_mirrored_strategy_over_two_logical_cpus_trains(tmp_path):
-    script = tmp_path / "mirrored.py"
-    script.write_text(_MIRRORED_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    assert line, proc.stdout[-2000:] + proc.stderr[-2000:]
-    out = json.loads(line[-1][len("RESULT "):])
+    out = run_result_script(tmp_path, _MIRRORED_SCRIPT)
     assert out["replicas"] == 2
     for method in ("deep_ensemble", "mc_dropout", "variational"):
         r = out[method]

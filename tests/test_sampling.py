@@ -12,11 +12,11 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
+
+from conftest import run_result_script
 import pytest
 from scipy.special import expit
 
@@ -567,13 +567,7 @@ _MIRRORED = textwrap.dedent(
 def test_samplers_under_mirrored_strategy_over_two_logical_cpus(tmp_path):
     """Same noise on every replica (stateless keys), so mirrored weights stay identical, and the
     run matches the one-device run up to float rounding (the global batch is the same)."""
-    script = tmp_path / "mirrored.py"
-    script.write_text(_MIRRORED)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    assert line, proc.stdout[-2000:] + proc.stderr[-2000:]
-    out = json.loads(line[-1][len("RESULT "):])
+    out = run_result_script(tmp_path, _MIRRORED)
     assert out["replicas"] == 2
     for method in ("sgld", "csgmcmc", "subspace"):
         r = out[method]

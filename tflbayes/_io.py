@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_dir", "sha256_file", "read_json", "write_json", "write_text", "load_npz"]
+__all__ = ["atomic_dir", "sha256_file", "read_json", "require_field", "write_json", "write_text", "load_npz"]
 
 
 def sha256_file(path) -> str:
@@ -81,6 +81,15 @@ def read_json(path, error_cls, what: str = "file") -> dict:
     if not isinstance(obj, dict):
         raise error_cls(f"{what} {path} must hold a JSON object, found {type(obj).__name__}.")
     return obj
+
+
+def require_field(obj: dict, key: str, types, where, error_cls):
+    """``obj[key]`` if present and of ``types``; else ``error_cls`` naming ``where`` and the field."""
+    if key not in obj:
+        raise error_cls(f"{where}: field `{key}` is missing.")
+    if not isinstance(obj[key], types):
+        raise error_cls(f"{where}: field `{key}` has the wrong type ({type(obj[key]).__name__}).")
+    return obj[key]
 
 
 def load_npz(path, error_cls) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tflbayes._io import atomic_dir, load_npz, read_json, sha256_file, write_json
+from tflbayes._io import atomic_dir, load_npz, read_json, require_field, sha256_file, write_json
 from tflbayes._keras import keras
 from tflbayes.errors import PosteriorFormatError
 
@@ -88,11 +88,7 @@ def save(posterior, path) -> Path:
 
 
 def _require(meta, field, types, path):
-    if field not in meta:
-        raise PosteriorFormatError(f"{path}: field `{field}` is missing.")
-    if not isinstance(meta[field], types):
-        raise PosteriorFormatError(f"{path}: field `{field}` has the wrong type ({type(meta[field]).__name__}).")
-    return meta[field]
+    return require_field(meta, field, types, path, PosteriorFormatError)
 
 
 def load(path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tflbayes._io import require_field
 from tflbayes.errors import BundleError
 
 __all__ = [
@@ -45,11 +46,7 @@ OUTPUT_MEANINGS = {
 
 
 def _need(obj, key, types, where):
-    if key not in obj:
-        raise BundleError(f"{where}: field `{key}` is missing.")
-    if not isinstance(obj[key], types):
-        raise BundleError(f"{where}: field `{key}` has the wrong type ({type(obj[key]).__name__}).")
-    return obj[key]
+    return require_field(obj, key, types, where, BundleError)
 
 
 def validate_manifest(m: dict, path) -> dict:
