@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from tflbayes.architectures import ARCHITECTURES
 from tflbayes.cli._common import friendly_errors, parse_options, print_table
 
 __all__ = ["COMMANDS", "train", "evaluate", "compress", "demo", "QUALITY_COLUMNS"]
@@ -27,7 +28,7 @@ def _method_choices():
 @click.command()
 @click.option("--data", "data", default="digits", show_default=True, help="digits, mnist, or a path to an .npz")
 @click.option("--method", default="deep_ensemble", show_default=True, help="training method (see tflbayes.METHODS)")
-@click.option("--arch", type=click.Choice(["mlp", "cnn"]), default="cnn", show_default=True)
+@click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default="cnn", show_default=True)
 @click.option("--members", type=int, default=None, help="deep_ensemble: number of members")
 @click.option("--rate", type=float, default=None, help="mc_dropout: dropout rate")
 @click.option("--estimator", default=None, help="variational: flipout | reparameterization | local_reparameterization")
