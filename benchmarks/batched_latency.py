@@ -33,7 +33,7 @@ import numpy as np
 
 from tflbayes._keras import keras, tf
 from tflbayes.architectures import cnn, mlp
-from tflbayes.converters.graphs._layers import plan
+from tflbayes.converters.graphs.chain import plan
 from tflbayes.converters.graphs.batched import Layout, batched_logits, build_batched
 from tflbayes.converters.graphs.members import build_member
 from tflbayes.posterior import EnsemblePosterior

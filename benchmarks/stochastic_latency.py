@@ -73,7 +73,7 @@ def tiled_graph(posterior, num_samples: int, batch_size: int = 1):
 
 def deterministic_graph(posterior, num_samples: int, batch_size: int = 1):
     """MC dropout's compute floor: the same layers and tiling, the MCDropout layers removed."""
-    from tflbayes.converters.graphs._layers import chain_layers
+    from tflbayes.converters.graphs.walk import chain_layers
     from tflbayes.layers import MCDropout
 
     shape = [batch_size, *posterior.input_shape]

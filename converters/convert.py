@@ -61,7 +61,7 @@ def _body_fns(posterior, mode, num_samples, batch_size, with_head, precision, sp
 
         return [("model" if with_head else "body", build_dirichlet(posterior, batch_size=batch_size, head=with_head))]
     if mode == "batched" and posterior.kind == "distilled":  # a BDK / GPED student and its heads
-        from tflbayes.distill.graphs import build_gped
+        from tflbayes.converters.graphs.distilled import build_gped
 
         return [("model" if with_head else "body", build_gped(posterior, batch_size=batch_size, head=with_head))]
     if mode == "batched":
@@ -218,7 +218,7 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
         blobs["head.tflite"] = to_tflite(dirichlet_head_fn(batch_size, c), posterior.model, "float32")
     elif int8 and posterior.kind == "distilled":
-        from tflbayes.distill.graphs import gped_head_fn
+        from tflbayes.converters.graphs.distilled import gped_head_fn
 
         blobs["head.tflite"] = to_tflite(gped_head_fn(posterior, batch_size), posterior.model, "float32")
     elif int8 and mode != "members":

@@ -10,7 +10,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 import tflbayes as tb
 from tflbayes._keras import keras, tf
 from tflbayes.architectures import cnn, mlp
-from tflbayes.converters.graphs._layers import chain_layers, plan
+from tflbayes.converters.graphs.chain import chain_layers, plan
 from tflbayes.converters.graphs.batched import Layout, build_batched
 from tflbayes.converters.graphs.members import build_member
 from tflbayes.errors import ConversionError, InvalidInputError

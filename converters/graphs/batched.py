@@ -41,7 +41,7 @@ from typing import Optional
 import numpy as np
 
 from tflbayes._keras import tf
-from tflbayes.converters.graphs._layers import Step, apply_activation, check_batch_size, plan
+from tflbayes.converters.graphs.chain import Step, apply_activation, check_batch_size, plan
 from tflbayes.converters.graphs.head import head_from_logits
 from tflbayes.errors import ConversionError, InvalidInputError
 
@@ -239,7 +239,7 @@ def _affine(st: _State, step: Step, s: int, batch: int) -> _State:
 
 
 def batched_logits(x, steps: list, s: int, layout: Optional[Layout] = None, sparse_layout: str = "dense"):
-    """The ``[S, B, C]`` logits of the S members described by ``steps`` (from ``_layers.plan``) on ``x``.
+    """The ``[S, B, C]`` logits of the S members described by ``steps`` (from ``chain.plan``) on ``x``.
 
     ``sparse_layout``: ``"dense"`` (kernels as constants) or ``"shared_mask"`` (kernels densified
     in the graph from the members' shared sparsity pattern; see the module docstring).
@@ -286,7 +286,7 @@ def build_batched(posterior, batch_size: int = 1, head: bool = True, member_prob
 
     Args:
         posterior: a :class:`~tflbayes.posterior.EnsemblePosterior` (its model a chain of the
-            layers in ``_layers.SUPPORTED_LAYERS``).
+            layers in ``chain.SUPPORTED_LAYERS``).
         batch_size: the static batch dimension ``B`` of the input ``x``.
         head: append the uncertainty head; else return the raw logits.
         member_probs: with the head, also return the per-member probabilities ``[S, B, C]``.

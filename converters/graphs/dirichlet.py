@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from tflbayes._keras import tf
-from tflbayes.converters.graphs._layers import check_batch_size
+from tflbayes.converters.graphs.chain import check_batch_size
 from tflbayes.errors import ConversionError
 
 __all__ = ["digamma", "dirichlet_head", "build_dirichlet", "dirichlet_head_fn", "frozen_logits",

@@ -13,7 +13,7 @@ import numpy as np
 
 from tflbayes._keras import tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: E402
-from tflbayes.converters.graphs._layers import check_batch_size
+from tflbayes.converters.graphs.chain import check_batch_size
 from tflbayes.errors import ConversionError, InvalidInputError
 
 __all__ = ["build_member"]

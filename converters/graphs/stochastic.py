@@ -59,7 +59,7 @@ from typing import Optional
 import numpy as np
 
 from tflbayes._keras import keras, tf
-from tflbayes.converters.graphs._layers import chain_layers
+from tflbayes.converters.graphs.walk import chain_layers
 from tflbayes.converters.graphs.head import head_from_logits
 from tflbayes.errors import ConversionError, InvalidInputError
 

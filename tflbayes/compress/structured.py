@@ -74,7 +74,7 @@ def unit_norms(kernel: np.ndarray) -> np.ndarray:
 
 
 def _chain(model):
-    from tflbayes.converters.graphs._layers import chain_layers
+    from tflbayes.converters.graphs.walk import chain_layers
 
     return chain_layers(model)
 

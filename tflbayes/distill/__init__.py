@@ -34,7 +34,7 @@ def __getattr__(name):  # the search and the graph builders import TF-MOT / the 
 
         return getattr(search, name)
     if name in ("build_gped", "gped_head_fn"):
-        from tflbayes.distill import graphs
+        from tflbayes.converters.graphs import distilled as graphs
 
         return getattr(graphs, name)
     raise AttributeError(f"module 'tflbayes.distill' has no attribute {name!r}")

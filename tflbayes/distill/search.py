@@ -190,7 +190,7 @@ def _graph(posterior):
         from tflbayes.converters.graphs.dirichlet import build_dirichlet
 
         return build_dirichlet(posterior, 1)
-    from tflbayes.distill.graphs import build_gped
+    from tflbayes.converters.graphs.distilled import build_gped
 
     return build_gped(posterior, 1)
 

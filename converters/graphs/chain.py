@@ -1,9 +1,9 @@
 """Read a deterministic Keras chain into plain per-layer steps with the members' weights stacked.
 
-Shared by the graph builders. The API is three functions and two small dataclasses:
+Used by the packed batched layout (:mod:`~tflbayes.converters.graphs.batched`). The API:
 
-- :func:`chain_layers` ``(model) -> [layer, ...]``: the layers in call order (InputLayer dropped,
-  nested Sequential/functional chains inlined); a non-chain graph raises ``ConversionError``.
+- :func:`~tflbayes.converters.graphs.walk.chain_layers` (re-exported here) ``(model) -> [layer, ...]``:
+  the layers in call order; a non-chain graph raises ``ConversionError``.
 - :func:`plan` ``(model, weight_sets) -> [Step, ...]``: every supported layer as a :class:`Step`
   whose arrays are stacked over the ``S`` weight sets (leading axis ``S``); identity layers
   (Dropout at inference) are dropped and BatchNormalization is folded into the Dense/Conv2D before
@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tflbayes._keras import keras, tf
+from tflbayes.converters.graphs.walk import chain_layers, describe as _describe
 from tflbayes.errors import ConversionError, InvalidInputError
 
 __all__ = [
@@ -103,59 +104,12 @@ def check_batch_size(batch_size) -> int:
     return int(batch_size)
 
 
-def _describe(layer) -> str:
-    return f"layer {layer.name!r} ({type(layer).__name__})"
-
-
 def _unsupported(layer, why: str = "") -> ConversionError:
     why = f" {why}" if why else ""
     return ConversionError(
         f"Cannot convert {_describe(layer)}:{why or ' this layer type is not supported'}. "
         f"Supported layers: {', '.join(SUPPORTED_LAYERS)}; activations: {', '.join(SUPPORTED_ACTIVATIONS)}."
     )
-
-
-# -- the chain -----------------------------------------------------------------------------------
-def chain_layers(model) -> list:
-    """The model's layers in call order, for a Sequential model or a single-path functional one.
-
-    InputLayers are dropped; nested models are inlined. A functional graph with branches, several
-    inputs/outputs or a layer called twice raises ``ConversionError``.
-    """
-    if isinstance(model, keras.Sequential):
-        layers = list(model.layers)
-    else:
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ConversionError(
-                f"Cannot convert model {model.name!r}: only single-input, single-output chains are "
-                f"supported (it has {len(model.inputs)} inputs and {len(model.outputs)} outputs)."
-            )
-        layers, t, seen = [], model.outputs[0], set()
-        while True:
-            layer, node_index, _ = t._keras_history
-            if isinstance(layer, L.InputLayer):
-                break
-            node = layer._inbound_nodes[node_index]
-            inputs = tf.nest.flatten(node.input_tensors)
-            if len(inputs) != 1 or id(layer) in seen:
-                raise ConversionError(
-                    f"Cannot convert model {model.name!r}: {_describe(layer)} is not part of a single "
-                    f"chain (it has {len(inputs)} inputs or is called twice); only Sequential models "
-                    "and functional chains are supported."
-                )
-            seen.add(id(layer))
-            layers.append(layer)
-            t = inputs[0]
-        layers.reverse()
-    out = []
-    for layer in layers:
-        if isinstance(layer, L.InputLayer):
-            continue
-        if isinstance(layer, keras.Model):
-            out.extend(chain_layers(layer))
-        else:
-            out.append(layer)
-    return out
 
 
 # -- activations ---------------------------------------------------------------------------------

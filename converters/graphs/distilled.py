@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from tflbayes._keras import tf
-from tflbayes.converters.graphs._layers import check_batch_size
+from tflbayes.converters.graphs.chain import check_batch_size
 from tflbayes.errors import ConversionError
 
 __all__ = ["build_gped", "gped_head_fn", "distilled_head", "DISTILLED_OUTPUTS"]
