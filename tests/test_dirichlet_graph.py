@@ -13,18 +13,15 @@ from tflbayes.errors import ConversionError
 from tflbayes.posterior.dirichlet import LOG_ALPHA_MAX, LOG_ALPHA_MIN, DirichletPosterior, alpha_from_logits
 from tflbayes.uncertainty import dirichlet_decompose
 
+from _litert import interpreter, run
+
 # Ops a graph may contain: builtins only (a Flex op shows up as "CUSTOM:...").
 HEAD_OPS = {"ADD", "CONCATENATION", "DIV", "EXP", "LOG", "MAXIMUM", "MINIMUM", "MUL", "RELU", "RESHAPE", "SUB", "SUM",
             "EXPAND_DIMS"}
 
 
 def _run(blob: bytes, **inputs) -> dict:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=blob)
-    it.allocate_tensors()
-    runner = it.get_signature_runner()
-    return {k: np.asarray(v, dtype=np.float64) for k, v in runner(**inputs).items()}
+    return run(blob, dtype=np.float64, **inputs)
 
 
 def _student(build, seed=0) -> DirichletPosterior:
@@ -104,19 +101,15 @@ def test_int8_body_and_float_head():
     body = to_tflite(graph.build_dirichlet(student, batch_size=1, head=False), student.model, "int8",
                      representative_factory(x, 1))
     head = to_tflite(graph.dirichlet_head_fn(1, 10), tf.Module())
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=body)
-    it.allocate_tensors()
-    run = it.get_signature_runner()
-    det_in, det_out = run.get_input_details()["x"], run.get_output_details()["alpha_logits"]
+    body_run = interpreter(body).get_signature_runner()
+    det_in, det_out = body_run.get_input_details()["x"], body_run.get_output_details()["alpha_logits"]
     (s_in,), (zp_in,) = det_in["quantization_parameters"]["scales"], det_in["quantization_parameters"]["zero_points"]
     q_out = det_out["quantization_parameters"]
     (s_out,), (zp_out,) = q_out["scales"], q_out["zero_points"]
     agree = []
     for xi in x[:32]:
         q = np.clip(np.round(xi[None] / s_in + zp_in), -128, 127).astype(np.int8)
-        z = (run(x=q)["alpha_logits"].astype(np.float32) - zp_out) * s_out
+        z = (body_run(x=q)["alpha_logits"].astype(np.float32) - zp_out) * s_out
         out = _run(head, alpha_logits=z.astype(np.float32))
         agree.append(out["probs"].argmax() == student.predict(xi[None]).label[0])
     assert np.mean(agree) >= 0.9
@@ -132,17 +125,12 @@ def test_refuses_other_posteriors():
 
 
 def test_tb_convert_dirichlet_mode(tmp_path):
-    """End to end through tb.convert once the driver has the dirichlet branch (lead's patch)."""
+    """End to end through tb.convert: the bundle predicts what the student does."""
     import tflbayes as tb
 
     student = _student(cnn, seed=3)
     x = np.random.default_rng(3).random((20, 8, 8, 1)).astype(np.float32)
-    try:
-        bundle = tb.convert(student, tmp_path / "b", mode="dirichlet", verification_data=x)
-    except ConversionError as e:
-        if "not implemented" in str(e):
-            pytest.skip("converters/convert.py has no dirichlet branch yet (patch pending)")
-        raise
+    bundle = tb.convert(student, tmp_path / "b", mode="dirichlet", verification_data=x)
     pred, ref = bundle.predict(x), student.predict(x)
     np.testing.assert_allclose(pred.probs, ref.probs, atol=1e-4)
     for name in ("total", "aleatoric", "epistemic"):

@@ -1,8 +1,6 @@
 """tb.distill: BDK, GPED and EnD² students of a deep ensemble on digits; losses, posteriors, bad input."""
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -46,40 +44,6 @@ def end2(teacher, ds):
 @pytest.fixture(scope="module")
 def gped(teacher, ds):
     return distill(teacher, ds.x_train, method="gped", epochs=EPOCHS)
-
-
-def _storage_knows(kind: str) -> bool:
-    from tflbayes.posterior import storage
-
-    return f'"{kind}"' in inspect.getsource(storage.load)
-
-
-def _load(path, monkeypatch):
-    """``storage.load`` with the "dirichlet"/"distilled" kinds: the real one once storage.py registers
-    them (lead's patch), else through a monkeypatched dispatch that keeps every check of load()."""
-    from tflbayes.posterior import storage
-
-    if _storage_knows("dirichlet") and _storage_knows("distilled"):
-        return storage.load(path)
-    import tflbayes.posterior.stochastic as stochastic
-
-    kinds = {"dirichlet": DirichletPosterior, "distilled": DistilledPosterior}
-    real_read_json = storage.read_json
-
-    def read_json(p, *args, **kwargs):
-        meta = real_read_json(p, *args, **kwargs)
-        if meta.get("kind") in kinds:
-            meta = {**meta, "kind": "stochastic", "_kind": meta["kind"]}
-        return meta
-
-    class Dispatch(stochastic.StochasticPosterior):
-        @classmethod
-        def _from_storage(cls, model, sets, meta):
-            return kinds[meta["_kind"]]._from_storage(model, sets, meta)
-
-    monkeypatch.setattr(storage, "read_json", read_json)
-    monkeypatch.setattr(stochastic, "StochasticPosterior", Dispatch)
-    return storage.load(path)
 
 
 # -- the statistical properties ------------------------------------------------------------------
@@ -141,9 +105,9 @@ def test_gped_mutual_information_head(teacher, ds):
 
 
 # -- persistence -----------------------------------------------------------------------------------
-def test_dirichlet_posterior_save_load_roundtrip(end2, ds, tmp_path, monkeypatch):
+def test_dirichlet_posterior_save_load_roundtrip(end2, ds, tmp_path):
     end2.save(tmp_path / "end2")
-    back = _load(tmp_path / "end2", monkeypatch)
+    back = tb.load(tmp_path / "end2")
     assert isinstance(back, DirichletPosterior)
     assert back.class_names == end2.class_names and back.method == "end2"
     assert back.options == end2.options
@@ -152,11 +116,9 @@ def test_dirichlet_posterior_save_load_roundtrip(end2, ds, tmp_path, monkeypatch
     np.testing.assert_array_equal(a.epistemic, b.epistemic)
 
 
-def test_distilled_posterior_save_load_roundtrip(gped, ds, tmp_path, monkeypatch):
-    if not _storage_knows("distilled"):  # load() checks class names against the C + 1 outputs first
-        pytest.skip("storage.load does not know kind 'distilled' yet (lead's patch pending)")
+def test_distilled_posterior_save_load_roundtrip(gped, ds, tmp_path):
     gped.save(tmp_path / "gped")
-    back = _load(tmp_path / "gped", monkeypatch)
+    back = tb.load(tmp_path / "gped")
     assert isinstance(back, DistilledPosterior) and back.expectations == gped.expectations
     np.testing.assert_array_equal(back.predict(ds.x_test[:20]).aleatoric, gped.predict(ds.x_test[:20]).aleatoric)
 

@@ -385,11 +385,12 @@ def test_to_variational_layers_last():
 def test_to_variational_passes_layer_options():
     out = to_variational(make_mlp(), estimator="local_reparameterization", prior_std=0.5, kl_weight=0.01,
                          init_std=0.02)
-    for layer in out.layers:
-        if isinstance(layer, VariationalDense):
-            assert layer.estimator == "local_reparameterization"
-            assert layer.prior_std == 0.5 and layer.kl_weight == 0.01
-            np.testing.assert_allclose(layer.kernel_std().numpy(), 0.02, rtol=1e-4)
+    variational = [layer for layer in out.layers if isinstance(layer, VariationalDense)]
+    assert len(variational) == 3  # every Dense of the MLP (layers="all"), so the checks below run
+    for layer in variational:
+        assert layer.estimator == "local_reparameterization"
+        assert layer.prior_std == 0.5 and layer.kl_weight == 0.01
+        np.testing.assert_allclose(layer.kernel_std().numpy(), 0.02, rtol=1e-4)
 
 
 class _Subclassed(keras.Model):

@@ -1,5 +1,7 @@
-"""Tests of the packaging: the wheel's package list, the lazy public API, and TensorFlow-free imports."""
+"""Tests of the packaging: package discovery and the converters link, the wheel's contents, the lazy
+public API, and TensorFlow-free imports."""
 import importlib.util
+import os
 import subprocess
 import sys
 import tomllib
@@ -17,27 +19,24 @@ def pyproject():
 
 
 def _packages_on_disk():
-    """Every folder holding an ``__init__.py`` under tflbayes/ and converters/, as the dotted name
-    it installs under (converters/... is installed as tflbayes.converters...)."""
+    """Every folder holding an ``__init__.py`` under tflbayes/ (through the converters link) as a dotted name."""
     found = set()
-    for top, prefix in (("tflbayes", "tflbayes"), ("converters", "tflbayes.converters")):
-        for init in (ROOT / top).rglob("__init__.py"):
-            rel = init.parent.relative_to(ROOT / top)
-            if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
-                continue
-            found.add(".".join([prefix, *rel.parts]))
+    for folder, _, files in os.walk(ROOT / "tflbayes", followlinks=True):  # as setuptools' discovery walks
+        rel = Path(folder).relative_to(ROOT)
+        if "__init__.py" in files and not any(p.startswith(".") or p == "__pycache__" for p in rel.parts):
+            found.add(".".join(rel.parts))
     return found
 
 
-def test_every_package_folder_is_listed_in_pyproject(pyproject):
-    listed = set(pyproject["tool"]["setuptools"]["packages"])
-    missing = sorted(_packages_on_disk() - listed)
-    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
+def test_packages_are_discovered_not_listed(pyproject):
+    setuptools = pyproject["tool"]["setuptools"]
+    assert "package-dir" not in setuptools and set(setuptools["packages"]) == {"find"}
+    assert setuptools["packages"]["find"]["include"] == ["tflbayes", "tflbayes.*"]
 
 
 def test_every_folder_of_python_files_is_a_regular_package():
     """A folder of modules without ``__init__.py`` is an implicit namespace package: it imports from a
-    checkout, but setuptools warns about it and tools that look for packages skip it."""
+    checkout, but package discovery skips it, so the wheel would lack it."""
     missing = []
     for top in ("tflbayes", "converters"):
         for folder in sorted({p.parent for p in (ROOT / top).rglob("*.py")}):
@@ -49,24 +48,46 @@ def test_every_folder_of_python_files_is_a_regular_package():
     assert not missing, f"folders of Python modules without __init__.py: {missing}"
 
 
-def test_every_listed_package_exists(pyproject):
-    setuptools = pyproject["tool"]["setuptools"]
-    package_dir = setuptools.get("package-dir", {})
-    for pkg in setuptools["packages"]:
-        # resolve through the longest package-dir prefix, as setuptools does
-        prefix = max((p for p in package_dir if pkg == p or pkg.startswith(p + ".")), key=len, default=None)
-        if prefix is None:
-            folder = ROOT.joinpath(*pkg.split("."))
-        else:
-            rest = pkg[len(prefix):].lstrip(".")
-            folder = ROOT.joinpath(package_dir[prefix], *(rest.split(".") if rest else []))
-        assert (folder / "__init__.py").is_file(), f"{pkg} -> {folder} has no __init__.py"
+def test_converters_folder_is_linked_as_tflbayes_converters():
+    link = ROOT / "tflbayes" / "converters"
+    assert link.is_symlink() and link.readlink() == Path("..") / "converters"
+    assert link.resolve() == (ROOT / "converters").resolve()
+    assert {"tflbayes.converters", "tflbayes.converters.graphs"} <= _packages_on_disk()
 
 
-def test_converters_are_mapped_under_tflbayes(pyproject):
-    setuptools = pyproject["tool"]["setuptools"]
-    assert setuptools["package-dir"]["tflbayes.converters"] == "converters"
-    assert not any(p == "converters" or p.startswith("converters.") for p in setuptools["packages"])
+def test_converters_import_from_a_plain_checkout():
+    """``PYTHONPATH=.`` alone (no install: ``-S`` skips site-packages' .pth files, so no editable finder
+    runs) resolves ``tflbayes.converters`` to the files of the top-level ``converters/`` folder."""
+    import sysconfig
+
+    code = ("import sys, tflbayes.converters.graphs as g, tflbayes.converters.convert as c; "
+            "print(g.__file__); print(c.__file__); print('__editable__' in ' '.join(map(str, sys.meta_path)))")
+    env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{sysconfig.get_paths()['purelib']}", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT / "tests", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    graphs, convert, editable = proc.stdout.strip().splitlines()[-3:]
+    assert Path(graphs) == ROOT / "tflbayes" / "converters" / "graphs" / "__init__.py"
+    assert Path(convert).resolve() == (ROOT / "converters" / "convert.py").resolve()
+    assert editable == "False"
+
+
+def test_wheel_holds_every_package_and_the_converters_files(tmp_path):
+    """The built wheel has every package folder (discovered, none forgotten) and the converters' files
+    under tflbayes/converters/ — copied through the link, not as a link — and no top-level converters/."""
+    import zipfile
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                           "--quiet", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = tmp_path.glob("tflbayes-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    in_wheel = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")}
+    assert _packages_on_disk() <= in_wheel, sorted(_packages_on_disk() - in_wheel)
+    for f in sorted((ROOT / "converters").rglob("*.py")):
+        if "__pycache__" not in f.parts:
+            assert "tflbayes/converters/" + f.relative_to(ROOT / "converters").as_posix() in names, f
+    assert not any(n.startswith("converters/") for n in names)
 
 
 def test_console_script_entry_point(pyproject):

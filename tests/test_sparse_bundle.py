@@ -13,8 +13,6 @@ import json
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
-
 import tflbayes as tb
 from tflbayes._io import sha256_file
 from tflbayes.architectures import cnn
@@ -24,6 +22,7 @@ from tflbayes.converters.tflite import op_names, to_tflite
 from tflbayes.errors import InvalidInputError, PosteriorFormatError, TflbayesError
 from tflbayes.posterior import EnsemblePosterior, load
 
+from _litert import run
 from conftest import make_mlp
 
 DENSITY = 0.1  # 90 % sparsity
@@ -157,7 +156,7 @@ def test_members_outside_the_mask_are_refused(mlp_sm):
 
 
 def _run(blob, x):
-    return Interpreter(model_content=blob).get_signature_runner("serving_default")(x=x)
+    return run(blob, signature="serving_default", x=x)
 
 
 @pytest.mark.parametrize("arch, batch", [("mlp", 1), ("cnn", 1), ("cnn", 4)])
@@ -194,13 +193,6 @@ def test_per_member_pruned_ensemble_uses_the_union_of_masks(untrained_ensemble, 
     np.testing.assert_allclose(_run(blobs[1], x)["probs"], _run(blobs[0], x)["probs"], atol=1e-5)
 
 
-def _convert_has_sparse_layout() -> bool:
-    import inspect
-
-    return "sparse_layout" in inspect.signature(tb.convert).parameters
-
-
-@pytest.mark.skipif(not _convert_has_sparse_layout(), reason="tb.convert(..., sparse_layout=) not plumbed yet")
 def test_convert_plumbs_the_sparse_layouts(mlp_sm, digits, tmp_path):
     cal = (digits.x_test[:50], digits.y_test[:50])
     dense = tb.convert(mlp_sm, tmp_path / "dense", calibration=cal)

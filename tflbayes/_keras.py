@@ -8,8 +8,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+try:
+    import tensorflow as tf  # noqa: E402
+    import tf_keras as keras  # noqa: E402
+except ModuleNotFoundError as e:  # the base install (runtime only) has no TensorFlow
+    raise ModuleNotFoundError(
+        f"{e.name} is not installed: training, compression, distillation and conversion need the "
+        f"train extra (pip install 'tflbayes[train]'); the base install only runs LiteRT bundles.",
+        name=e.name,
+    ) from e
 
 tf.get_logger().setLevel("ERROR")
 
