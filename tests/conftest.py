@@ -110,3 +110,12 @@ def untrained_ensemble():
     sets = [[rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()] for _ in range(3)]
     return tb.EnsemblePosterior(model, sets, method="deep_ensemble", options={"members": 3},
                                 class_names=[f"c{i}" for i in range(10)])
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, untrained_ensemble, digits):
+    """A ``batched`` float32 LiteRT bundle of ``untrained_ensemble`` (S = 3, batch 1) with abstention
+    thresholds calibrated on 100 digits test inputs. Read-only: copy it before changing it."""
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    tb.convert(untrained_ensemble, out, mode="batched", calibration=(digits.x_test[:100], digits.y_test[:100]))
+    return out
