@@ -6,9 +6,16 @@ module registers the layers for Keras deserialization (``model_from_json``, ``lo
 """
 from tflbayes.layers.dropout import MCDropout
 from tflbayes.layers.variational import ESTIMATORS, VariationalConv2D, VariationalDense
+from tflbayes.layers.variational_conv import VariationalConv1D, VariationalDepthwiseConv2D
+from tflbayes.layers.batch_ensemble import BATCH_ENSEMBLE_LAYERS, Conv2DBatchEnsemble, DenseBatchEnsemble
+from tflbayes.layers.laplace import LaplaceHead
+from tflbayes.layers.single_pass import RepeatChannels, TemperatureScale, TileMembers, UntileMembers
 
 # The mean-field Gaussian layers: each has kernel_loc, kernel_rho, bias, kernel_std(),
 # kl_divergence(), a settable kl_weight and an estimator.
+MEAN_FIELD_LAYERS = (VariationalDense, VariationalConv2D, VariationalConv1D, VariationalDepthwiseConv2D)
+# The ones the packed chain converters (tflbayes.converters.graphs) sample by hand; the 1-D and
+# depthwise twins run as their own Keras layers in the general stochastic graph.
 VARIATIONAL_LAYERS = (VariationalDense, VariationalConv2D)
 
 __all__ = [
@@ -17,6 +24,12 @@ __all__ = [
     # mean-field variational inference
     "VariationalDense",
     "VariationalConv2D",
+    "VariationalConv1D",
+    "VariationalDepthwiseConv2D",
     "VARIATIONAL_LAYERS",
+    "MEAN_FIELD_LAYERS",
     "ESTIMATORS",
+    # single-pass posteriors (BatchEnsemble, MIMO), last-layer Laplace, calibration
+    "DenseBatchEnsemble", "Conv2DBatchEnsemble", "BATCH_ENSEMBLE_LAYERS", "LaplaceHead",
+    "RepeatChannels", "TileMembers", "UntileMembers", "TemperatureScale",
 ]

@@ -196,7 +196,7 @@ class _MeanFieldGaussian(keras.layers.Layer):
             eps = tf.random.normal(std.shape, dtype=dtype)
             sign_in = _rademacher(self._sign_shape(inputs, std.shape[-2]), dtype)
             perturbation = linear(inputs * sign_in, std * eps)
-            sign_out = _rademacher(self._sign_shape(inputs, std.shape[-1]), dtype)
+            sign_out = _rademacher(self._sign_shape(inputs, self._out_channels(std.shape)), dtype)
             outputs = linear(inputs, loc) + perturbation * sign_out
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, dtype))
@@ -209,6 +209,9 @@ class _MeanFieldGaussian(keras.layers.Layer):
 
     def _sign_shape(self, inputs, channels):
         raise NotImplementedError
+
+    def _out_channels(self, kernel_shape) -> int:
+        return int(kernel_shape[-1])
 
     def get_config(self):
         return {
