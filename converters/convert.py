@@ -230,10 +230,11 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
     edgetpu = None
     if precision == "edgetpu":
-        from tflbayes.converters.edgetpu import check_edgetpu
+        from tflbayes.converters.edgetpu import check_edgetpu, require_compiler16
 
         body_names = [n for n in blobs if n != "head.tflite"]
         edgetpu = {n: check_edgetpu(blobs[n]) for n in body_names}
+        require_compiler16(edgetpu, mode)  # before anything is written
 
     # what the pipeline outputs: a Dirichlet student has no samples (alpha instead of member_probs);
     # a BDK student only probs and total, a GPED student no member_probs
@@ -295,7 +296,8 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
             },
         }
         if edgetpu is not None:
-            from tflbayes.converters.edgetpu import compile_command, run_compiler
+            from tflbayes._io import sha256_file
+            from tflbayes.converters.edgetpu import COMPILER16_TF_VERSION, compile_command, parameter_cache, run_compiler
 
             manifest["edgetpu"] = {
                 "readiness": edgetpu,
@@ -306,9 +308,19 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
                           "members": "members on the Edge TPU, uncertainty on the host",
                           "dirichlet": "the int8 EnD² student may run on the Edge TPU; the float Dirichlet head "
                                        "(digamma) runs on the CPU (head.tflite)"}[mode],
-                "compile": run_compiler([tmp / n for n in edgetpu], tmp),
+                "compiler": f"edgetpu_compiler 16 (op versions of TF {COMPILER16_TF_VERSION})",
+                # one co-compilation of every body file: members share the on-chip parameter cache
+                "compile": run_compiler([tmp / n for n in edgetpu], tmp, final_dir=out),
                 "command": compile_command([Path(out) / n for n in edgetpu], Path(out)),
+                "parameter_cache": parameter_cache(edgetpu, list(edgetpu)),
             }
+            if manifest["edgetpu"]["compile"]["compiled"]:  # the compiled files run only when checksummed
+                for st in manifest["stages"]:
+                    if st["kind"] == "graph" and st.get("edgetpu_file"):
+                        st["edgetpu_sha256"] = sha256_file(tmp / st["edgetpu_file"])
+                    elif st["kind"] == "members":
+                        st["edgetpu_files"] = [f.replace(".tflite", "_edgetpu.tflite") for f in st["files"]]
+                        st["edgetpu_sha256"] = [sha256_file(tmp / f) for f in st["edgetpu_files"]]
         write_json(tmp / "manifest.json", manifest)
         bundle = Bundle(tmp)
         if int8:  # record the quantization of the input the runtime applies
