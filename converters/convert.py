@@ -26,12 +26,12 @@ _VERIFY_INPUTS = 100
 
 def _default_mode(posterior) -> str:
     return {"ensemble": "batched", "stochastic": "stochastic", "dirichlet": "dirichlet",
-            "distilled": "batched"}[posterior.kind]
+            "distilled": "batched", "single_pass": "single_pass", "laplace": "single_pass"}[posterior.kind]
 
 
 def _check_mode_fits(posterior, mode):
     fits = {"members": ("ensemble",), "batched": ("ensemble", "distilled"), "stochastic": ("stochastic",),
-            "dirichlet": ("dirichlet",)}[mode]
+            "dirichlet": ("dirichlet",), "single_pass": ("single_pass", "laplace")}[mode]
     if posterior.kind not in fits:
         if mode == "dirichlet":
             raise ConversionError(
@@ -39,7 +39,8 @@ def _check_mode_fits(posterior, mode):
                 "tb.distill(teacher, x, method='end2')); received a "
                 f"{type(posterior).__name__}.")
         ok = [m for m, kinds in {"members": ("ensemble",), "batched": ("ensemble", "distilled"),
-                                 "stochastic": ("stochastic",)}.items() if posterior.kind in kinds]
+                                 "stochastic": ("stochastic",), "single_pass": ("single_pass", "laplace")}.items()
+              if posterior.kind in kinds]
         raise ConversionError(
             f"mode={mode!r} does not fit a {type(posterior).__name__}; use mode in {ok}.")
 
@@ -56,6 +57,10 @@ def _head_fn(num_samples, batch_size, num_classes):
 
 def _body_fns(posterior, mode, num_samples, batch_size, with_head, precision, sparse_layout="dense"):
     """[(file stem, tf.function)] of the body graphs."""
+    if mode == "single_pass":  # MIMO / BatchEnsemble / last-layer Laplace: one pass, closed-form head
+        from tflbayes.converters.graphs.single_pass import build_single_pass
+
+        return [("model" if with_head else "body", build_single_pass(posterior, batch_size=batch_size, head=with_head))]
     if mode == "dirichlet":  # the EnD² student + Dirichlet head (digamma from builtin ops)
         from tflbayes.converters.graphs.dirichlet import build_dirichlet
 
@@ -179,6 +184,8 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
                                           posterior.options, posterior.class_names)
     elif mode == "dirichlet":
         s = 1  # one forward pass; the Dirichlet is in closed form (no samples in the graph)
+    elif mode == "single_pass":  # the S heads / members of one pass; a Laplace head is a closed form
+        s = posterior.num_samples if posterior.kind == "single_pass" else 1
     else:
         s = posterior.num_samples if num_samples is None else check_positive_int("num_samples", num_samples)
 
@@ -213,6 +220,10 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
         suffix = build_stochastic(posterior, s, batch_size=batch_size, head=True, member_probs=True, part="suffix")
         blobs["head.tflite"] = to_tflite(suffix, posterior.model, "float32", allow_flex=allow_flex)
+    elif int8 and mode == "single_pass":
+        from tflbayes.converters.graphs.single_pass import single_pass_head_fn
+
+        blobs["head.tflite"] = to_tflite(single_pass_head_fn(posterior, batch_size), posterior.model, "float32")
     elif int8 and mode == "dirichlet":
         from tflbayes.converters.graphs.dirichlet import dirichlet_head_fn
 
@@ -238,7 +249,11 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
 
     # what the pipeline outputs: a Dirichlet student has no samples (alpha instead of member_probs);
     # a BDK student only probs and total, a GPED student no member_probs
-    if mode == "dirichlet":
+    if mode == "single_pass":
+        from tflbayes.converters.graphs.single_pass import single_pass_outputs
+
+        outputs, body_out = single_pass_outputs(posterior)
+    elif mode == "dirichlet":
         outputs, body_out = ["probs", "total", "aleatoric", "epistemic", "alpha"], ["alpha_logits"]
     elif posterior.kind == "distilled":
         outputs = ["probs", "total"] + (["aleatoric", "epistemic"] if len(posterior.expectations) > 1 else [])
@@ -307,7 +322,10 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
                                         "ops) and the uncertainty head run in float on the CPU (head.tflite)",
                           "members": "members on the Edge TPU, uncertainty on the host",
                           "dirichlet": "the int8 EnD² student may run on the Edge TPU; the float Dirichlet head "
-                                       "(digamma) runs on the CPU (head.tflite)"}[mode],
+                                       "(digamma) runs on the CPU (head.tflite)",
+                          "single_pass": "the int8 network may run on the Edge TPU; the float uncertainty head "
+                                         "(ensemble head of the S outputs / Laplace head and link) runs on the CPU "
+                                         "(head.tflite)"}[mode],
                 "compiler": f"edgetpu_compiler 16 (op versions of TF {COMPILER16_TF_VERSION})",
                 # one co-compilation of every body file: members share the on-chip parameter cache
                 "compile": run_compiler([tmp / n for n in edgetpu], tmp, final_dir=out),

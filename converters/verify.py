@@ -45,7 +45,7 @@ def _head_check(out) -> float:
 
 def _reference(posterior, x):
     """Keras reference: probs and (total, aleatoric, epistemic); None where the posterior has none."""
-    if posterior.kind in ("dirichlet", "distilled"):  # closed form / distilled heads, not samples
+    if posterior.kind in ("dirichlet", "distilled", "laplace"):  # closed form / distilled heads, not samples
         pred = posterior.predict(x)
         return pred.probs, (pred.total, pred.aleatoric, pred.epistemic)
     ref_samples = posterior.sample_probs(x)

@@ -12,6 +12,7 @@ from tflbayes.methods import dropout as _dropout  # noqa: F401,E402
 from tflbayes.methods import ensemble as _ensemble  # noqa: F401,E402
 from tflbayes.methods import variational as _variational  # noqa: F401,E402
 from tflbayes.methods import sampling as _sampling  # noqa: F401,E402  (sgld, sghmc, csgmcmc, snapshot, subspace)
+from tflbayes.methods import batch_ensemble, laplace, mimo  # noqa: F401,E402  (single-pass, Laplace)
 from tflbayes.methods.sampling.likelihoods import check_targets  # noqa: E402
 
 __all__ = ["fit", "METHODS"]

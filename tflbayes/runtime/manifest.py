@@ -26,7 +26,7 @@ __all__ = [
 
 FORMAT = "tflbayes-bundle"
 FORMAT_VERSION = 1
-MODES = ("members", "batched", "stochastic", "dirichlet")
+MODES = ("members", "batched", "stochastic", "dirichlet", "single_pass")
 PRECISIONS = ("float32", "float16", "dynamic", "int8", "edgetpu")
 POSTPROCESSING = ("in_graph", "cpu_graph", "host")
 STAGE_KINDS = ("graph", "members", "host_head")
