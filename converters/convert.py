@@ -1,19 +1,17 @@
 """``tb.convert``: a Posterior -> a verified LiteRT bundle (``.tflite`` files + ``manifest.json``)."""
 from __future__ import annotations
 
-import datetime
-import platform
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from tflbayes._checks import check_choice, check_inputs, check_labelled, check_positive_int
-from tflbayes._io import atomic_dir, sha256_file, write_json
+from tflbayes._io import atomic_dir
 from tflbayes._keras import tf
 from tflbayes.errors import ConversionError, InvalidInputError
 from tflbayes.converters.verify import verify_bundle
-from tflbayes.runtime.manifest import FORMAT, FORMAT_VERSION, MODES, OUTPUT_MEANINGS, PRECISIONS
+from tflbayes.runtime.manifest import MODES, PRECISIONS, TARGETS, build_manifest, write_manifest
 
 __all__ = ["convert", "DEFAULT_COVERAGE", "SPARSE_LAYOUTS"]
 
@@ -114,7 +112,7 @@ def _calibrate(bundle, calibration, coverage) -> Optional[dict]:
 def convert(posterior, out, mode: Optional[str] = None, precision: str = "float32", representative_data=None,
             num_samples: Optional[int] = None, calibration=None, *, batch_size: int = 1,
             allow_flex: bool = False, coverage: float = DEFAULT_COVERAGE, verification_data=None,
-            verify: bool = True, sparse_layout: str = "dense"):
+            verify: bool = True, sparse_layout: str = "dense", target: str = "litert"):
     """Convert a posterior to a verified LiteRT bundle and return it loaded (:class:`~tflbayes.runtime.Bundle`).
 
     Args:
@@ -146,6 +144,11 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
             posteriors: O(2N + NS) bytes; costs a densification per invoke). ``"tflite"`` (mode
             ``members``, float32): LiteRT's own sparse tensor format in every member file
             (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
+        target: ``"litert"`` (default) or ``"micro"``: a microcontroller bundle (precision
+            ``int8`` or ``float32``; only ops TFLite Micro's resolver has, refused before writing)
+            whose graphs are verified in TFLite Micro's interpreter, with the smallest arena per
+            graph in ``manifest["micro"]``, thresholds calibrated on TFLite Micro's reference
+            kernels and a ``micro/`` folder (C arrays, ``bundle_config.h``, the C99 library).
     """
     from tflbayes.runtime import Bundle
 
@@ -153,6 +156,11 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
     check_choice("mode", mode, MODES)
     check_choice("precision", precision, PRECISIONS)
     check_choice("sparse_layout", sparse_layout, SPARSE_LAYOUTS)
+    check_choice("target", target, TARGETS)
+    if target == "micro":
+        from tflbayes.converters.micro.target import check_micro_options
+
+        check_micro_options(posterior, mode, precision, sparse_layout)
     _check_mode_fits(posterior, mode)
     if sparse_layout == "shared_mask" and (mode != "batched" or precision not in ("float32", "float16")):
         raise InvalidInputError(
@@ -262,54 +270,16 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
         outputs = ["probs", "total", "aleatoric", "epistemic", "member_probs"]
         body_out = ["features"] if mode == "stochastic" else ["logits"]
 
+    if target == "micro":  # refuse before anything is written
+        from tflbayes.converters.micro.target import check_micro_ops
+
+        check_micro_ops(blobs, posterior, mode=mode, precision=precision)
     with atomic_dir(out) as tmp:
         for name, blob in blobs.items():
             (tmp / name).write_bytes(blob)
-        stages = []
-        if mode == "members":
-            stages.append({"kind": "members", "files": sorted(n for n in blobs if n.startswith("member_")),
-                           "sha256": [sha256_file(tmp / n) for n in sorted(n for n in blobs if n.startswith("member_"))],
-                           "outputs": ["logits"], "runs_on": "edgetpu" if precision == "edgetpu" else "cpu"})
-            stages.append({"kind": "host_head", "inputs": ["logits"],
-                           "outputs": ["member_probs", "probs", "total", "aleatoric", "epistemic"]})
-            post = "host"
-        else:
-            body = next(n for n in blobs if n != "head.tflite")
-            stage = {"kind": "graph", "file": body, "sha256": sha256_file(tmp / body), "inputs": ["x"],
-                     "runs_on": "edgetpu" if precision == "edgetpu" else "cpu",
-                     "outputs": body_out if int8 else outputs}
-            if precision == "edgetpu":
-                stage["edgetpu_file"] = body.replace(".tflite", "_edgetpu.tflite")
-            stages.append(stage)
-            if int8:
-                stages.append({"kind": "graph", "file": "head.tflite", "sha256": sha256_file(tmp / "head.tflite"),
-                               "inputs": body_out, "runs_on": "cpu", "outputs": outputs})
-            post = "cpu_graph" if int8 else "in_graph"
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "mode": mode,
-            "precision": precision,
-            "num_samples": int(s),
-            "class_names": posterior.class_names,
-            "input": {"name": "x", "shape": [batch_size, *[int(d) for d in posterior.input_shape]],
-                      "dtype": "int8" if int8 else "float32"},
-            "outputs": {k: OUTPUT_MEANINGS[k] for k in outputs},
-            "postprocessing": post,
-            "stages": stages,
-            "ops": ops,
-            "thresholds": None,
-            "verification": None,
-            "provenance": {
-                "posterior_kind": posterior.kind,
-                "method": posterior.method,
-                "options": posterior.options,
-                "sparse_layout": sparse_layout,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "tensorflow": tf.__version__,
-                "python": platform.python_version(),
-            },
-        }
+        manifest = build_manifest(tmp, posterior, mode=mode, precision=precision, num_samples=s,
+                                  batch_size=batch_size, outputs=outputs, body_out=body_out, ops=ops,
+                                  target=target, sparse_layout=sparse_layout, tensorflow_version=tf.__version__)
         if edgetpu is not None:
             from tflbayes._io import sha256_file
             from tflbayes.converters.edgetpu import COMPILER16_TF_VERSION, compile_command, parameter_cache, run_compiler
@@ -339,18 +309,28 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
                     elif st["kind"] == "members":
                         st["edgetpu_files"] = [f.replace(".tflite", "_edgetpu.tflite") for f in st["files"]]
                         st["edgetpu_sha256"] = [sha256_file(tmp / f) for f in st["edgetpu_files"]]
-        write_json(tmp / "manifest.json", manifest)
-        bundle = Bundle(tmp)
-        if int8:  # record the quantization of the input the runtime applies
-            det = bundle._graph(stages[0]["files"][0] if mode == "members" else stages[0]["file"]).inputs["x"]
-            q = det.get("quantization_parameters") or {}
-            manifest["input"]["quantization"] = {"scale": float(q["scales"][0]), "zero_point": int(q["zero_points"][0])}
+        runtime = "tflm" if target == "micro" else "litert"
+        if target == "micro":  # every graph in TFLite Micro's interpreter: smallest arena, flatbuffer bytes
+            from tflbayes.converters.micro.target import measure_micro
+
+            manifest["micro"] = measure_micro(tmp, manifest)
+        write_manifest(tmp, manifest)
+        bundle = Bundle(tmp, runtime=runtime)
         if verify:
             report = verify_bundle(bundle, posterior, xv, precision)
             report["data"] = xv_source
+            report["runtime"] = runtime
+            if int8:  # int8 outputs differ by an LSB between XNNPACK and the reference kernels: report both
+                from tflbayes.converters.kernels import verify_kernels
+
+                report["kernels"] = verify_kernels(tmp, posterior, xv, precision, runtime, report)
             manifest["verification"] = report
         else:
             manifest["verification"] = {"passed": None, "skipped": True}
-        manifest["thresholds"] = _calibrate(bundle, calibration, coverage)
-        write_json(tmp / "manifest.json", manifest)
+        manifest["thresholds"] = _calibrate(bundle, calibration, coverage)  # on the target's kernels
+        if target == "micro":
+            from tflbayes.converters.micro.target import write_micro_folder
+
+            write_micro_folder(tmp, manifest)
+        write_manifest(tmp, manifest)
     return Bundle(out)

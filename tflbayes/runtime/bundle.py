@@ -25,6 +25,7 @@ from tflbayes.uncertainty import Prediction, decompose
 __all__ = ["Bundle", "load_bundle", "ABSTAIN"]
 
 ABSTAIN = "abstain"
+RUNTIMES = ("litert", "litert-reference", "tflm")
 
 
 def _softmax(z):
@@ -33,11 +34,14 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _make_interpreter(path: Path, num_threads, delegates=None):
-    from ai_edge_litert.interpreter import Interpreter
+def _make_interpreter(path: Path, num_threads, delegates=None, reference: bool = False):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    # reference=True: LiteRT's reference kernels (no XNNPACK), the arithmetic TFLite Micro runs
+    resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
     try:
-        it = Interpreter(model_path=str(path), num_threads=num_threads, experimental_delegates=delegates)
+        it = Interpreter(model_path=str(path), num_threads=num_threads, experimental_delegates=delegates,
+                         experimental_op_resolver_type=resolver)
         it.allocate_tensors()
         runner = it.get_signature_runner()
     except (ValueError, RuntimeError) as e:
@@ -48,9 +52,9 @@ def _make_interpreter(path: Path, num_threads, delegates=None):
 class _Graph:
     """One .tflite file with its signature runner and (de)quantization of inputs/outputs."""
 
-    def __init__(self, path: Path, num_threads=None, delegates=None):
+    def __init__(self, path: Path, num_threads=None, delegates=None, reference: bool = False):
         self.path = path
-        self.interpreter, self.runner = _make_interpreter(path, num_threads, delegates)
+        self.interpreter, self.runner = _make_interpreter(path, num_threads, delegates, reference)
         self.inputs = self.runner.get_input_details()
         self.outputs = self.runner.get_output_details()
 
@@ -108,10 +112,14 @@ class Bundle:
             (None: all; 1 streams members through memory one at a time).
         use_edgetpu: for ``edgetpu`` bundles, run the compiled ``*_edgetpu.tflite`` body on a
             Coral Edge TPU (needs ``libedgetpu``); otherwise the int8 body runs on the CPU.
+        runtime: ``"litert"`` (LiteRT with its default XNNPACK kernels), ``"litert-reference"``
+            (LiteRT's reference kernels) or ``"tflm"`` (TFLite Micro's Python interpreter,
+            :mod:`tflbayes.runtime.tflm`: what a microcontroller computes).
+        noise_seed: seed of the PRNG that fills noise inputs (``tb_rng_seed`` on the device).
     """
 
     def __init__(self, path, num_threads: Optional[int] = None, max_resident: Optional[int] = None,
-                 use_edgetpu: bool = False):
+                 use_edgetpu: bool = False, runtime: str = "litert", noise_seed: int = 0):
         self.path = Path(path)
         if not self.path.is_dir():
             raise BundleError(f"Bundle folder {self.path} does not exist.")
@@ -130,6 +138,13 @@ class Bundle:
                 f"Invalid value received for argument `max_resident`. Expected an integer >= 1. "
                 f"Received: max_resident={max_resident!r}"
             )
+        if runtime not in RUNTIMES:
+            raise InvalidInputError(f"Invalid value received for argument `runtime`. Expected one of "
+                                    f"{', '.join(RUNTIMES)}. Received: runtime={runtime!r}")
+        from tflbayes.uncertainty.prng import Xoshiro128
+
+        self.runtime = runtime
+        self.noise = Xoshiro128(noise_seed)  # the device's tb_rng_* stream for noise inputs
         self.num_threads = num_threads
         self.max_resident = max_resident
         self.use_edgetpu = use_edgetpu
@@ -194,7 +209,12 @@ class Bundle:
                     delegates = [load_delegate("libedgetpu.so.1")]
                 except (ValueError, OSError) as e:
                     raise BundleError(f"Cannot load the Edge TPU delegate (libedgetpu.so.1): {e}") from None
-            g = _Graph(path, self.num_threads, delegates)
+            if self.runtime == "tflm":
+                from tflbayes.runtime.tflm import TflmGraph
+
+                g = TflmGraph(path, self.manifest, self.noise)
+            else:
+                g = _Graph(path, self.num_threads, delegates, reference=self.runtime == "litert-reference")
             self._graphs[name] = g
         return g
 
@@ -318,6 +338,11 @@ class Bundle:
 
 
 def load_bundle(path, num_threads: Optional[int] = None, max_resident: Optional[int] = None,
-                use_edgetpu: bool = False) -> Bundle:
-    """Load a bundle folder written by :func:`tflbayes.convert` (validates files and manifest)."""
-    return Bundle(path, num_threads=num_threads, max_resident=max_resident, use_edgetpu=use_edgetpu)
+                use_edgetpu: bool = False, runtime: str = "litert", noise_seed: int = 0) -> Bundle:
+    """Load a bundle folder written by :func:`tflbayes.convert` (validates files and manifest).
+
+    ``runtime="tflm"`` runs the graphs in TFLite Micro's interpreter (what the MCU outputs),
+    ``"litert-reference"`` on LiteRT's reference kernels; see :class:`Bundle`.
+    """
+    return Bundle(path, num_threads=num_threads, max_resident=max_resident, use_edgetpu=use_edgetpu,
+                  runtime=runtime, noise_seed=noise_seed)
