@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import time
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from tflbayes._keras import keras, tf
 from tflbayes.architectures import cnn, mlp
+from tflbayes.bench.timing import SelfTimed, interleaved
 from tflbayes.converters.graphs.chain import plan
 from tflbayes.converters.graphs.batched import Layout, batched_logits, build_batched
 from tflbayes.converters.graphs.members import build_member
@@ -109,6 +109,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=300, help="timed rounds (each runs every candidate once)")
     p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffled order within each round")
     p.add_argument("--no-xnnpack", action="store_true", help="builtin kernels only (no default delegate)")
     p.add_argument("--latest", action="store_true",
                    help="XNNPACK's latest features (experimental_default_delegate_latest_features)")
@@ -134,20 +135,12 @@ def main(argv=None) -> dict:
         for i in range(args.members)]
 
     x = np.random.default_rng(0).random((args.batch, 8, 8, 1), dtype=np.float32)
-    times = {(k, mode): [] for k in cands for mode in ("call", "invoke")}
-    order = list(times)
-    for r in range(args.warmup + args.rounds):
-        random.shuffle(order)  # every timing follows some other candidate's run: no warm-cache bias
-        for k, mode in order:
-            if mode == "call":  # set input + invoke + read outputs, per graph
-                t0 = time.perf_counter()
-                for run in cands[k]:
-                    run(x)
-                dt = time.perf_counter() - t0
-            else:
-                dt = sum(run.timed_invoke(x) for run in cands[k])
-            if r >= args.warmup:
-                times[k, mode].append(dt)
+    fns = {}
+    for k, runs in cands.items():
+        fns[k, "call"] = lambda runs=runs: [run(x) for run in runs]  # set input + invoke + read outputs
+        fns[k, "invoke"] = SelfTimed(lambda runs=runs: sum(run.timed_invoke(x) for run in runs))
+    # shuffled every round: every timing follows some other candidate's run (no warm-cache bias)
+    times = interleaved(fns, rounds=args.rounds, warmup=args.warmup, shuffle_seed=args.seed)
     calls = {k: times[k, "call"] for k in cands}
     invokes = {k: times[k, "invoke"] for k in cands}
 

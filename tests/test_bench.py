@@ -97,3 +97,20 @@ def test_readme_section_is_regenerated(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("after\n") and "stale text" not in text
     assert "single-float32" in text and "| r | 0.400 | ≤ 0.5 | yes |" in text
+
+
+def test_interleaved_shuffles_each_round_and_takes_self_timed_seconds():
+    from tflbayes.bench.timing import SelfTimed
+
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abcd"}
+    fns["e"] = SelfTimed(lambda: calls.append("e") or 0.25)
+    t = interleaved(fns, rounds=20, warmup=2, shuffle_seed=0)
+    rounds = [calls[i : i + 5] for i in range(0, len(calls), 5)]
+    assert len(rounds) == 22 and all(sorted(r) == list("abcde") for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 5  # the order changes from round to round ...
+    again = []
+    interleaved({k: (lambda k=k: again.append(k)) for k in "abcde"}, rounds=20, warmup=2, shuffle_seed=0)
+    assert again == calls  # ... reproducibly for one seed
+    np.testing.assert_array_equal(t["e"], 0.25)
+    assert t["a"].shape == (20,) and np.all(t["a"] >= 0)

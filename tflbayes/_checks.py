@@ -5,7 +5,8 @@ import numpy as np
 
 from tflbayes.errors import InvalidInputError
 
-__all__ = ["check_inputs", "check_labels", "check_labelled", "check_choice", "check_positive_int", "check_positive_float"]
+__all__ = ["check_inputs", "check_labels", "check_labelled", "check_choice", "check_positive_int", "check_positive_float",
+           "check_classification", "check_options"]
 
 
 def check_inputs(x, input_shape, name: str = "x") -> np.ndarray:
@@ -20,6 +21,8 @@ def check_inputs(x, input_shape, name: str = "x") -> np.ndarray:
         raise InvalidInputError(f"`{name}` cannot be read as an array: {e}") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InvalidInputError(f"`{name}` must be numeric. Received dtype {arr.dtype}.")
+    if np.issubdtype(arr.dtype, np.complexfloating):  # casting would drop the imaginary part silently
+        raise InvalidInputError(f"`{name}` must be real-valued. Received complex dtype {arr.dtype}.")
     expected = tuple(input_shape)
     if arr.ndim != len(expected) + 1 or any(
         e is not None and e != a for e, a in zip(expected, arr.shape[1:])
@@ -72,6 +75,7 @@ def check_labelled(pair, input_shape, num_classes: int | None = None, name: str 
 
 
 def check_choice(name: str, value, choices) -> None:
+    """Refuse ``value`` unless it is one of ``choices`` (Keras-style message listing them)."""
     if value not in choices:
         raise InvalidInputError(
             f"Invalid value received for argument `{name}`. Expected one of "
@@ -79,13 +83,26 @@ def check_choice(name: str, value, choices) -> None:
         )
 
 
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
+def check_positive_int(name: str, value, minimum: int = 1, allow_none: bool = False):
+    """``value`` as an ``int`` >= ``minimum`` (bools refused); ``None`` passes through if ``allow_none``."""
+    if value is None and allow_none:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InvalidInputError(
-            f"Invalid value received for argument `{name}`. Expected an integer >= {minimum}. "
-            f"Received: {name}={value!r}"
+            f"Invalid value received for argument `{name}`. Expected an integer >= {minimum}"
+            f"{' or None' if allow_none else ''}. Received: {name}={value!r}"
         )
     return int(value)
+
+
+def check_options(options: dict, valid, what: str, hint: str = "") -> None:
+    """Refuse keyword options not in ``valid``, listing the valid ones (``what``: e.g. "method 'sgld'")."""
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InvalidInputError(
+            f"Unknown option(s) {', '.join(unknown)} for {what}{hint}. "
+            f"Valid options: {', '.join(sorted(valid)) or 'none'}."
+        )
 
 
 def check_positive_float(name: str, value, allow_zero: bool = False) -> float:
@@ -100,3 +117,18 @@ def check_positive_float(name: str, value, allow_zero: bool = False) -> float:
             f"Received: {name}={value!r}"
         )
     return value
+
+
+def check_classification(posterior, where: str) -> None:
+    """Refuse a ``likelihood="regression"`` posterior where only classifiers are supported.
+
+    Regression is supported by the samplers alone (their outputs are read with
+    ``tflbayes.methods.sampling.regression_predictive``); ``where`` names the entry point.
+    """
+    options = getattr(posterior, "options", None) or {}
+    if isinstance(options, dict) and options.get("likelihood") == "regression":
+        raise InvalidInputError(
+            f"{where} supports classification posteriors only; this {getattr(posterior, 'method', '?')} posterior "
+            "was trained with likelihood='regression'. Regression supports "
+            "`tflbayes.methods.sampling.regression_predictive(posterior, x)` (predictive mean and std)."
+        )

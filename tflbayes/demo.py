@@ -30,8 +30,7 @@ def run_demo(out="demo_out", data="digits", epochs=15, verbose=1) -> dict:
     import tflbayes as tb
     from tflbayes._io import write_json
     from tflbayes.architectures import builder
-    from tflbayes.cli._common import print_table
-    from tflbayes.cli.commands_core import QUALITY_COLUMNS
+    from tflbayes.reporting import QUALITY_COLUMNS, print_table
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,13 +31,13 @@ def pareto_front(cost, quality, lower_quality_is_better: bool) -> List[int]:
 
 def pareto_plot(configs: Dict[str, dict], cost_key: str, quality_key: str, path, title=None):
     """Scatter every configuration on (cost, quality), join and label the non-dominated ones."""
-    from tflbayes.metrics.plots import _new_figure, _save
+    from tflbayes.metrics.plots import new_figure, save_figure
 
     names = [n for n, r in configs.items() if r.get(quality_key) is not None and r.get(cost_key) is not None]
     cost = [configs[n][cost_key] for n in names]
     qual = [configs[n][quality_key] for n in names]
     front = pareto_front(cost, qual, quality_key in LOWER_IS_BETTER)
-    fig, ax = _new_figure(height=4.2)
+    fig, ax = new_figure(height=4.2)
     ax.scatter(cost, qual, color="0.6", s=22, label="configuration")
     if front:
         ax.plot([cost[i] for i in front], [qual[i] for i in front], "-o", color="C3", ms=5, label="Pareto frontier")
@@ -49,4 +49,4 @@ def pareto_plot(configs: Dict[str, dict], cost_key: str, quality_key: str, path,
     ax.set_ylabel(quality_key.replace("_", " ") + (" (lower is better)" if quality_key in LOWER_IS_BETTER else ""))
     ax.set_title(title or f"{quality_key} vs {cost_key}", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, path), [names[i] for i in front]
+    return save_figure(fig, path), [names[i] for i in front]

@@ -8,6 +8,7 @@ import sys
 import click
 
 from tflbayes.errors import TflbayesError
+from tflbayes.reporting import print_table  # the table printer lives with the reporting code
 
 __all__ = ["friendly_errors", "fail", "print_table", "parse_options"]
 
@@ -43,28 +44,3 @@ def parse_options(pairs) -> dict:
         except json.JSONDecodeError:
             out[k.strip()] = v
     return out
-
-
-def _fmt(v):
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
-
-
-def print_table(rows: list, columns: list, title: str | None = None) -> str:
-    """Print ``rows`` (dicts) as a fixed-width table with the given columns; returns the text."""
-    head = [c if isinstance(c, str) else c[1] for c in columns]
-    keys = [c if isinstance(c, str) else c[0] for c in columns]
-    cells = [[_fmt(r.get(k)) for k in keys] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(head)]
-    lines = []
-    if title:
-        lines.append(title)
-    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
-    text = "\n".join(lines)
-    click.echo(text)
-    return text

@@ -9,14 +9,9 @@ import click
 
 from tflbayes.architectures import ARCHITECTURES
 from tflbayes.cli._common import friendly_errors, parse_options, print_table
+from tflbayes.reporting import QUALITY_COLUMNS  # shared with the demo
 
 __all__ = ["COMMANDS", "train", "evaluate", "compress", "demo", "QUALITY_COLUMNS"]
-
-QUALITY_COLUMNS = [
-    ("name", "model"), ("accuracy", "acc"), ("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE"),
-    ("misclassification_auroc", "misc-AUROC"), ("ood_auroc_total", "OOD-AUROC(total)"),
-    ("ood_auroc_epistemic", "OOD-AUROC(epist)"),
-]
 
 
 def _method_choices():

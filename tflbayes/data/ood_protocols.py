@@ -5,6 +5,7 @@ from typing import Optional
 
 import numpy as np
 
+from tflbayes._checks import check_choice, check_positive_int
 from tflbayes.data.datasets import Dataset, load
 from tflbayes.errors import InvalidInputError
 
@@ -88,16 +89,8 @@ def ood(ds: Dataset, kind: str = "noise", seed: int = 0, num: Optional[int] = No
             "Invalid value received for argument `ds`. Expected a tflbayes.data.Dataset. "
             f"Received: {type(ds).__name__}"
         )
-    if kind not in OOD_KINDS:
-        raise InvalidInputError(
-            "Invalid value received for argument `kind`. Expected one of "
-            f"{', '.join(repr(k) for k in OOD_KINDS)}. Received: kind={kind!r}"
-        )
-    if num is not None and (isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1):
-        raise InvalidInputError(
-            f"Invalid value received for argument `num`. Expected a positive int or None. Received: num={num!r}"
-        )
-    num = None if num is None else int(num)
+    check_choice("kind", kind, OOD_KINDS)
+    num = check_positive_int("num", num, allow_none=True)
     rng = np.random.default_rng(seed)
     x_test = ds.x_test
 

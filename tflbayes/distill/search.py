@@ -122,7 +122,7 @@ class SearchResult:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from tflbayes.metrics.plots import _save
+        from tflbayes.metrics.plots import save_figure
 
         fig = Figure(figsize=(9.0, 3.8), layout="constrained")
         FigureCanvasAgg(fig)
@@ -143,7 +143,7 @@ class SearchResult:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.suptitle("distilled students: pruning vs width multipliers")
-        self.plot_path = _save(fig, path)
+        self.plot_path = save_figure(fig, path)
         return self.plot_path
 
 

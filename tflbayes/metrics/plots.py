@@ -23,12 +23,15 @@ from tflbayes.metrics.quality import (
     ood_auroc,
 )
 
-__all__ = ["reliability_diagram", "uncertainty_histogram", "comparison_plots"]
+__all__ = ["reliability_diagram", "uncertainty_histogram", "comparison_plots", "new_figure", "save_figure"]
 
 PathLike = Union[str, os.PathLike]
 
 
-def _new_figure(height: float = 4.0, rows: int = 1, ratios=None):
+def new_figure(height: float = 4.0, rows: int = 1, ratios=None):
+    """A 5-inch-wide matplotlib ``Figure`` on the Agg canvas (no display needed) and its axes.
+
+    ``rows`` axes stacked with a shared x axis, ``ratios`` their relative heights."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -38,7 +41,9 @@ def _new_figure(height: float = 4.0, rows: int = 1, ratios=None):
     return fig, axes
 
 
-def _save(fig, path: PathLike) -> Path:
+def save_figure(fig, path: PathLike) -> Path:
+    """Write ``fig`` to ``path`` atomically (temp file, then rename), in the format of its suffix
+    (``.png``, ``.svg``, ``.pdf``, ...); an unsupported suffix raises :class:`InvalidInputError`."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     supported = fig.canvas.get_supported_filetypes()
@@ -93,7 +98,7 @@ def reliability_diagram(probs, y, path: PathLike, num_bins: int = 15, title: Opt
     correct = (pred == labels).astype(np.int64)
     acc_bins, conf_bins = calibration_curve(correct, conf, n_bins=num_bins, strategy="uniform")
 
-    fig, (ax, hx) = _new_figure(height=5.5, rows=2, ratios=[3, 1])
+    fig, (ax, hx) = new_figure(height=5.5, rows=2, ratios=[3, 1])
     ax.plot([0, 1], [0, 1], ls="--", color="0.5", label="perfect calibration")
     ax.plot(conf_bins, acc_bins, marker="o", color="C0", label="model")
     ax.set_ylabel("accuracy")
@@ -106,7 +111,7 @@ def reliability_diagram(probs, y, path: PathLike, num_bins: int = 15, title: Opt
     hx.hist(conf, bins=np.linspace(0.0, 1.0, num_bins + 1), color="C0", alpha=0.7)
     hx.set_xlabel("confidence (max probability)")
     hx.set_ylabel("count")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def uncertainty_histogram(
@@ -142,7 +147,7 @@ def uncertainty_histogram(
         hi = lo + 1e-6
     bins = np.linspace(lo, hi, 31)
 
-    fig, ax = _new_figure(height=3.5)
+    fig, ax = new_figure(height=3.5)
     ax.hist(a, bins=bins, alpha=0.6, density=True, color="C0", label=f"in-distribution (n={len(a)})")
     if b is not None:
         ax.hist(b, bins=bins, alpha=0.6, density=True, color="C3", label=f"OOD (n={len(b)})")
@@ -152,7 +157,7 @@ def uncertainty_histogram(
     ax.set_ylabel("density")
     ax.legend(loc="center right")
     ax.set_title(title if title is not None else f"Uncertainty: {label}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _slug(name: str) -> str:

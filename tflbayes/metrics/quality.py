@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from tflbayes._checks import check_positive_int
 from tflbayes.errors import InvalidInputError
 from tflbayes.uncertainty.decompose import Prediction
 
@@ -137,10 +138,7 @@ def ece(probs, y, num_bins: int = 15) -> float:
         >>> ece([[0.9, 0.1], [0.8, 0.2]], [0, 1], num_bins=10)   # (|1-.9| + |0-.8|) / 2
         0.45
     """
-    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 1:
-        raise InvalidInputError(
-            f"Invalid value received for argument `num_bins`. Expected a positive int. Received: num_bins={num_bins!r}"
-        )
+    num_bins = check_positive_int("num_bins", num_bins)
     p, y = _probs_and_labels(probs, y)
     pred = np.argmax(p, axis=-1)
     conf = p[np.arange(len(y)), pred]
@@ -321,13 +319,7 @@ def evaluate(model, x_test, y_test, x_ood=None, num_samples: Optional[int] = Non
             "Invalid value received for argument `model`. Expected an object with a "
             f"predict(x) -> Prediction method. Received: {type(model).__name__}"
         )
-    if num_samples is not None and (
-        isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1
-    ):
-        raise InvalidInputError(
-            "Invalid value received for argument `num_samples`. Expected a positive int or None. "
-            f"Received: num_samples={num_samples!r}"
-        )
+    num_samples = check_positive_int("num_samples", num_samples, allow_none=True)
     n = len(x_test)
     if len(np.asarray(y_test).reshape(-1)) != n or np.asarray(y_test).ndim != 1:
         raise InvalidInputError(
