@@ -38,10 +38,13 @@ def _load_xy(path, what):
 @click.option("--sparse-layout", type=click.Choice(["dense", "shared_mask", "tflite"]), default="dense",
               show_default=True, help="pruned kernels: dense constants, shared mask densified in the batched "
               "graph, or LiteRT's sparse format per member file")
+@click.option("--target", type=click.Choice(["litert", "micro"]), default="litert", show_default=True,
+              help="micro: a microcontroller bundle (int8/float32, TFLite Micro ops only, verified in TFLite Micro) "
+              "with a micro/ folder of C sources")
 @click.option("--out", type=click.Path(), default=None, help="bundle folder (default bundles/<posterior>-<mode>-<precision>)")
 @friendly_errors
 def convert(posterior, mode, precision, data, calibration, num_samples, batch_size, coverage, allow_flex,
-            sparse_layout, out):
+            sparse_layout, out, target="litert"):
     """Convert a posterior folder to a verified LiteRT bundle."""
     import tflbayes as tb
 
@@ -61,11 +64,15 @@ def convert(posterior, mode, precision, data, calibration, num_samples, batch_si
     out = out or f"bundles/{Path(posterior).name}-{mode or 'auto'}-{precision}"
     bundle = tb.convert(post, out, mode=mode, precision=precision, representative_data=rep, num_samples=num_samples,
                         calibration=cal, batch_size=batch_size, coverage=coverage, allow_flex=allow_flex,
-                        sparse_layout=sparse_layout)
+                        sparse_layout=sparse_layout, target=target)
     v = bundle.manifest["verification"]
     facts = ", ".join(f"{k}={v[k]:.3g}" for k in ("max_abs_prob_diff", "argmax_agreement", "max_excess") if k in v)
     click.echo(f"wrote {bundle.mode}/{bundle.precision} bundle (S={bundle.num_samples}, {bundle.size_bytes} bytes) "
                f"to {out}; verification passed ({facts})")
+    if "micro" in bundle.manifest:
+        mc = bundle.manifest["micro"]
+        click.echo(f"TFLite Micro: {mc['flash_bytes']} bytes of flatbuffers, arena {mc['arena_bytes_max']} bytes; "
+                   f"C sources in {Path(out) / 'micro'}")
     if "edgetpu" in bundle.manifest:
         e = bundle.manifest["edgetpu"]
         ready = all(r["ready"] for r in e["readiness"].values())
@@ -80,12 +87,15 @@ def convert(posterior, mode, precision, data, calibration, num_samples, batch_si
 @click.option("--score", type=click.Choice(["epistemic", "total"]), default=None)
 @click.option("--json", "as_json", is_flag=True, help="print JSON lines instead of a table")
 @click.option("--threads", type=int, default=None, help="LiteRT CPU threads")
+@click.option("--runtime", type=click.Choice(["litert", "litert-reference", "tflm"]), default="litert",
+              show_default=True, help="litert-reference: LiteRT's reference kernels; tflm: TFLite Micro's "
+              "interpreter (what a microcontroller computes)")
 @friendly_errors
-def predict(bundle, input_path, threshold, score, as_json, threads):
+def predict(bundle, input_path, threshold, score, as_json, threads, runtime="litert"):
     """Run a bundle on inputs: class or abstain, with total / aleatoric / epistemic uncertainty."""
     from tflbayes.runtime import load_bundle
 
-    b = load_bundle(bundle, num_threads=threads)
+    b = load_bundle(bundle, num_threads=threads, runtime=runtime)
     p = Path(input_path)
     if p.suffix == ".npz":
         x, _ = _load_xy(p, "input")
