@@ -6,7 +6,7 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from tflbayes._checks import check_inputs
+from tflbayes._checks import check_classification, check_inputs
 from tflbayes._keras import keras, tf
 from tflbayes.uncertainty import Prediction, prediction_from_samples
 
@@ -40,6 +40,14 @@ class Posterior(abc.ABC):
     """
 
     kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        """Every subclass that names its ``kind`` registers itself for storage (``tb.load``)."""
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            from tflbayes.posterior.storage import register_kind
+
+            register_kind(cls)
 
     def __init__(self, model, method: str, options: Optional[dict] = None,
                  class_names: Optional[Sequence[str]] = None):
@@ -76,6 +84,7 @@ class Posterior(abc.ABC):
 
     def predict(self, x, num_samples: Optional[int] = None) -> Prediction:
         """Posterior predictive probabilities and the uncertainty decomposition (nats)."""
+        check_classification(self, "predict")
         return prediction_from_samples(self.sample_probs(x, num_samples))
 
     # -- persistence ----------------------------------------------------------------------
