@@ -43,9 +43,6 @@ _LAZY = {
     # post-hoc: last-layer Laplace around a trained network, temperature calibration of any posterior
     "laplace": ("tflbayes.methods.laplace", "fit_laplace"),
     "calibrate": ("tflbayes.calibration", "calibrate"),
-    # post-hoc: last-layer Laplace around a trained network, temperature calibration of any posterior
-    "laplace": ("tflbayes.methods.laplace", "fit_laplace"),
-    "calibrate": ("tflbayes.calibrate", "calibrate"),
     # distillation (the package tflbayes.distill is callable too: calling it calls distill)
     "distill": ("tflbayes.distill", "distill"),
     "DISTILL_METHODS": ("tflbayes.distill", "DISTILL_METHODS"),
