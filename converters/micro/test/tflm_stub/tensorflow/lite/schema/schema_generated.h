@@ -1,0 +1,1 @@
+#pragma once /* stand-in: the schema types come with micro_interpreter.h */
