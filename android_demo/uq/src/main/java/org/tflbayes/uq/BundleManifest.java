@@ -16,7 +16,7 @@ import java.util.Map;
  */
 public final class BundleManifest {
     public static final String FORMAT = "tflbayes-bundle";
-    public static final int MAX_FORMAT_VERSION = 1;
+    public static final int MAX_FORMAT_VERSION = 2;
     public static final List<String> MODES = Arrays.asList("members", "batched", "stochastic", "dirichlet");
     public static final List<String> PRECISIONS = Arrays.asList("float32", "float16", "dynamic", "int8", "edgetpu");
 
@@ -30,11 +30,11 @@ public final class BundleManifest {
         public final List<String> outputs;
         /** {@code "cpu"} or {@code "edgetpu"}. */
         public final String runsOn;
-        /** Per file: the tensor map (name -> tensor), empty where the manifest has none. */
-        final Map<String, Map<String, TensorInfo>> tensors;
+        /** Per file: the tensor map, empty where the manifest has none (format version 1). */
+        final Map<String, TensorMaps.FileTensors> tensors;
 
         Stage(String kind, List<String> files, List<String> inputs, List<String> outputs, String runsOn,
-              Map<String, Map<String, TensorInfo>> tensors) {
+              Map<String, TensorMaps.FileTensors> tensors) {
             this.kind = kind;
             this.files = Collections.unmodifiableList(files);
             this.inputs = Collections.unmodifiableList(inputs);
@@ -45,6 +45,7 @@ public final class BundleManifest {
     }
 
     private final int formatVersion;
+    private final String target;
     private final String mode;
     private final String precision;
     private final int numSamples;
@@ -65,6 +66,14 @@ public final class BundleManifest {
         if (formatVersion < 1 || formatVersion > MAX_FORMAT_VERSION) {
             throw new IllegalArgumentException("manifest field `format_version` is " + formatVersion
                     + "; this library reads 1.." + MAX_FORMAT_VERSION);
+        }
+        if (formatVersion >= 2) {
+            target = str(m, "target", "target");
+            if (!target.equals("litert") && !target.equals("micro")) {
+                throw new IllegalArgumentException("manifest field `target` is '" + target + "'; expected litert or micro");
+            }
+        } else {
+            target = "litert";
         }
         mode = oneOf(m, "mode", MODES);
         precision = oneOf(m, "precision", PRECISIONS);
@@ -135,6 +144,8 @@ public final class BundleManifest {
     }
 
     public int formatVersion() { return formatVersion; }
+    /** {@code "litert"} or {@code "micro"} (format version 1 bundles are litert). */
+    public String target() { return target; }
     public int numSamples() { return numSamples; }
     public List<String> classNames() { return classNames; }
     public String mode() { return mode; }
@@ -168,39 +179,59 @@ public final class BundleManifest {
         return v instanceof Double ? (Double) v : Double.NaN;
     }
 
-    /** Whether the manifest maps the tensors of {@code file} (a {@code stages[i].tensors} entry). */
+    /** Whether the manifest maps the tensors of {@code file} (format version 2: {@code stages[i].tensors}). */
     public boolean hasTensorMap(String file) {
-        return !tensorsOf(file).isEmpty();
+        return tensorsOf(file) != null;
     }
 
-    /** The manifest's description of input/output {@code name} of graph {@code file}. */
-    public TensorInfo tensor(String file, String name) {
-        Map<String, TensorInfo> map = tensorsOf(file);
-        if (map.isEmpty()) {
-            throw new IllegalArgumentException("manifest has no tensor map for " + file + " (stages[i].tensors); "
-                    + "look tensors up by signature name instead");
+    /** The manifest's description of input {@code name} of graph {@code file}. */
+    public TensorInfo input(String file, String name) {
+        return lookup(file, name, true);
+    }
+
+    /** The manifest's description of output {@code name} of graph {@code file}. */
+    public TensorInfo output(String file, String name) {
+        return lookup(file, name, false);
+    }
+
+    /** The position of input {@code name} of {@code file} (for {@code Interpreter.getInputTensor}). */
+    public int inputIndex(String file, String name) {
+        return input(file, name).index;
+    }
+
+    /** The position of output {@code name} of {@code file} (for {@code Interpreter.getOutputTensor}). */
+    public int outputIndex(String file, String name) {
+        return output(file, name).index;
+    }
+
+    /** All inputs (or outputs) of {@code file} by name, in interpreter order. */
+    public Map<String, TensorInfo> tensors(String file, boolean inputs) {
+        TensorMaps.FileTensors t = tensorsOf(file);
+        if (t == null) {
+            throw new IllegalArgumentException("manifest has no tensor map for " + file + " (format version "
+                    + formatVersion + "); look tensors up by signature name instead");
         }
+        return inputs ? t.inputs : t.outputs;
+    }
+
+    private TensorInfo lookup(String file, String name, boolean inputs) {
+        Map<String, TensorInfo> map = tensors(file, inputs);
         TensorInfo t = map.get(name);
         if (t == null) {
-            throw new IllegalArgumentException(file + " has no tensor named '" + name + "' in the manifest; it has "
-                    + map.keySet());
+            throw new IllegalArgumentException(file + " has no " + (inputs ? "input" : "output") + " named '" + name
+                    + "' in the manifest; it has " + map.keySet());
         }
         return t;
     }
 
-    /** The tensor index of input/output {@code name} of graph {@code file}. */
-    public int tensorIndex(String file, String name) {
-        return tensor(file, name).index;
-    }
-
-    private Map<String, TensorInfo> tensorsOf(String file) {
+    private TensorMaps.FileTensors tensorsOf(String file) {
         for (Stage s : stages) {
-            Map<String, TensorInfo> m = s.tensors.get(file);
-            if (m != null) {
-                return m;
+            TensorMaps.FileTensors t = s.tensors.get(file);
+            if (t != null) {
+                return t;
             }
         }
-        return Collections.emptyMap();
+        return null;
     }
 
     // -- parsing helpers ------------------------------------------------------------------------------
@@ -234,10 +265,9 @@ public final class BundleManifest {
         List<String> outputs = strings(s.get("outputs"), where + ".outputs", null);
         Object runsOn = s.get("runs_on");
         String ro = runsOn instanceof String ? (String) runsOn : "cpu";
-        Map<String, Map<String, TensorInfo>> tensors = new LinkedHashMap<>();
-        if (s.get("tensors") != null) {
-            TensorMaps.read(s.get("tensors"), files, where + ".tensors", tensors);
-        }
+        Map<String, TensorMaps.FileTensors> tensors = s.get("tensors") == null || files.isEmpty()
+                ? new LinkedHashMap<String, TensorMaps.FileTensors>()
+                : TensorMaps.read(s.get("tensors"), files, where + ".tensors");
         return new Stage(kind, files, inputs, outputs, ro, tensors);
     }
 

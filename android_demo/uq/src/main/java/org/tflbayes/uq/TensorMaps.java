@@ -1,92 +1,85 @@
 package org.tflbayes.uq;
 
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
 /**
- * Reads a stage's {@code tensors} entry of the manifest: per graph file, the name, tensor index, shape,
- * dtype and quantization of every input and output.
+ * A stage's {@code tensors} entry of the manifest (format version 2): per graph file, the name, position
+ * ({@code index}), flatbuffer id ({@code tensor_index}), shape, dtype and quantization of every input and
+ * output, in interpreter order:
  *
- * <p>Accepted layouts: for a graph stage {@code {"inputs": [...], "outputs": [...]}} or a plain list of
- * tensors; for any stage the same keyed by file name ({@code {"member_000.tflite": {...}}}).
+ * <pre>
+ * "tensors": {"model.tflite": {"inputs": [{"name": "x", "index": 0, "tensor_index": 0, "shape": [1, 8, 8, 1],
+ *                                          "dtype": "int8", "quantization": {"scale": 0.0039, "zero_point": -128}}],
+ *                              "outputs": [...]}}
+ * </pre>
  */
 final class TensorMaps {
+    /** The inputs and outputs of one graph file, by name. */
+    static final class FileTensors {
+        final Map<String, TensorInfo> inputs;
+        final Map<String, TensorInfo> outputs;
+
+        FileTensors(Map<String, TensorInfo> inputs, Map<String, TensorInfo> outputs) {
+            this.inputs = Collections.unmodifiableMap(inputs);
+            this.outputs = Collections.unmodifiableMap(outputs);
+        }
+    }
+
     private TensorMaps() {
     }
 
-    static void read(Object raw, List<String> files, String where, Map<String, Map<String, TensorInfo>> out) {
-        if (raw instanceof Map) {
-            @SuppressWarnings("unchecked")
-            Map<String, Object> m = (Map<String, Object>) raw;
-            boolean perFile = false;
-            for (String f : files) {
-                perFile |= m.containsKey(f);
-            }
-            if (perFile) {
-                for (String f : files) {
-                    if (!m.containsKey(f)) {
-                        throw new IllegalArgumentException("manifest field `" + where + "` has no entry for " + f);
-                    }
-                    out.put(f, one(m.get(f), where + "." + f));
-                }
-                return;
-            }
+    static Map<String, FileTensors> read(Object raw, List<String> files, String where) {
+        if (!(raw instanceof Map)) {
+            throw new IllegalArgumentException("manifest field `" + where + "` must be an object keyed by file name");
         }
-        if (files.size() != 1) {
-            throw new IllegalArgumentException("manifest field `" + where + "` must be keyed by file name for "
-                    + files.size() + " files");
-        }
-        out.put(files.get(0), one(raw, where));
-    }
-
-    private static Map<String, TensorInfo> one(Object raw, String where) {
-        Map<String, TensorInfo> out = new LinkedHashMap<>();
-        if (raw instanceof List) {
-            add((List<?>) raw, where, out);
-        } else if (raw instanceof Map) {
-            @SuppressWarnings("unchecked")
-            Map<String, Object> m = (Map<String, Object>) raw;
-            for (String side : new String[] {"inputs", "outputs"}) {
-                Object v = m.get(side);
-                if (v == null) {
-                    throw new IllegalArgumentException("manifest field `" + where + "." + side + "` is missing");
-                }
-                if (!(v instanceof List)) {
-                    throw new IllegalArgumentException("manifest field `" + where + "." + side + "` must be a list");
-                }
-                add((List<?>) v, where + "." + side, out);
+        @SuppressWarnings("unchecked")
+        Map<String, Object> m = (Map<String, Object>) raw;
+        Map<String, FileTensors> out = new LinkedHashMap<>();
+        for (String f : files) {
+            Object entry = m.get(f);
+            String w = where + "[\"" + f + "\"]";
+            if (!(entry instanceof Map)) {
+                throw new IllegalArgumentException("manifest field `" + w + "` is missing");
             }
-        } else {
-            throw new IllegalArgumentException("manifest field `" + where + "` must be an object or a list");
+            @SuppressWarnings("unchecked")
+            Map<String, Object> e = (Map<String, Object>) entry;
+            out.put(f, new FileTensors(side(e, "inputs", w), side(e, "outputs", w)));
         }
         return out;
     }
 
-    private static void add(List<?> entries, String where, Map<String, TensorInfo> out) {
+    private static Map<String, TensorInfo> side(Map<String, Object> e, String key, String where) {
+        List<Object> entries = BundleManifest.list(e, key, where + "." + key);
+        Map<String, TensorInfo> out = new LinkedHashMap<>();
         for (int i = 0; i < entries.size(); i++) {
-            String w = where + "[" + i + "]";
+            String w = where + "." + key + "[" + i + "]";
             if (!(entries.get(i) instanceof Map)) {
                 throw new IllegalArgumentException("manifest field `" + w + "` must be an object");
             }
             @SuppressWarnings("unchecked")
-            Map<String, Object> e = (Map<String, Object>) entries.get(i);
-            String name = BundleManifest.str(e, "name", w + ".name");
-            int index = BundleManifest.integer(e, "index", w + ".index");
-            int[] shape = BundleManifest.shape(BundleManifest.list(e, "shape", w + ".shape"), w + ".shape");
-            String dtype = BundleManifest.str(e, "dtype", w + ".dtype");
-            Object q = e.get("quantization");
-            Quantization quant = null;
-            if (q != null && !(q instanceof Map && ((Map<?, ?>) q).isEmpty())) {
-                quant = BundleManifest.quantization(q, w + ".quantization");
+            Map<String, Object> t = (Map<String, Object>) entries.get(i);
+            String name = BundleManifest.str(t, "name", w + ".name");
+            int index = BundleManifest.integer(t, "index", w + ".index");
+            if (index < 0 || index >= entries.size()) {
+                throw new IllegalArgumentException("manifest field `" + w + ".index` is " + index + "; the graph has "
+                        + entries.size() + " " + key);
             }
+            int tensorIndex = t.get("tensor_index") == null ? -1 : BundleManifest.integer(t, "tensor_index", w + ".tensor_index");
+            int[] shape = BundleManifest.shape(BundleManifest.list(t, "shape", w + ".shape"), w + ".shape");
+            String dtype = BundleManifest.str(t, "dtype", w + ".dtype");
+            Object q = t.get("quantization");
+            Quantization quant = q == null ? null : BundleManifest.quantization(q, w + ".quantization");
             if (dtype.equals("int8") && quant == null) {
-                throw new IllegalArgumentException("manifest field `" + w + ".quantization` is missing for int8 tensor " + name);
+                throw new IllegalArgumentException("manifest field `" + w + ".quantization` is missing for int8 tensor '" + name + "'");
             }
             if (out.containsKey(name)) {
-                throw new IllegalArgumentException("manifest field `" + where + "` lists tensor '" + name + "' twice");
+                throw new IllegalArgumentException("manifest field `" + where + "." + key + "` lists '" + name + "' twice");
             }
-            out.put(name, new TensorInfo(name, index, shape, dtype, quant));
+            out.put(name, new TensorInfo(name, index, tensorIndex, shape, dtype, quant));
         }
+        return out;
     }
 }
