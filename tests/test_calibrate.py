@@ -84,3 +84,17 @@ def test_bad_inputs(ensemble, digits):
         tb.calibrate(ensemble, (digits.x_test[:10], digits.y_test[:5]))
     with pytest.raises(tb.InvalidInputError, match="Posterior"):
         tb.calibrate("not a posterior", _halves(digits)[0])
+
+
+def test_cli_calibrate(ensemble, tmp_path):
+    from click.testing import CliRunner
+
+    from tflbayes.cli.main import cli
+
+    ensemble.save(tmp_path / "ens")
+    res = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "ens"), "--data", "digits"])
+    assert res.exit_code == 0, res.output
+    assert "T = " in res.output and "wrote" in res.output
+    assert "temperature" in tb.load(tmp_path / "ens-calibrated").options
+    bad = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "missing")])
+    assert bad.exit_code == 2 and "error:" in bad.output

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tflbayes.cli import commands_bench, commands_core, commands_device, commands_distill
+from tflbayes.cli import commands_bench, commands_calibrate, commands_core, commands_device, commands_distill
 
 __all__ = ["cli", "main"]
 
@@ -17,7 +17,8 @@ def cli():
     """
 
 
-for _cmd in [*commands_core.COMMANDS, *commands_distill.COMMANDS, *commands_device.COMMANDS, *commands_bench.COMMANDS]:
+for _cmd in [*commands_core.COMMANDS, *commands_distill.COMMANDS, *commands_device.COMMANDS, *commands_bench.COMMANDS,
+             *commands_calibrate.COMMANDS]:
     cli.add_command(_cmd)
 
 
