@@ -11,7 +11,25 @@ from tflbayes.architectures import ARCHITECTURES
 from tflbayes.cli._common import friendly_errors, parse_options, print_table
 from tflbayes.reporting import QUALITY_COLUMNS  # shared with the demo
 
-__all__ = ["COMMANDS", "train", "evaluate", "compress", "demo", "QUALITY_COLUMNS"]
+__all__ = ["COMMANDS", "train", "evaluate", "compress", "demo", "QUALITY_COLUMNS", "EPOCHS"]
+
+
+class _Epochs(click.ParamType):
+    """``auto`` or an integer (its range is checked by tb.fit / tb.distill)."""
+
+    name = "auto|INTEGER"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor an integer.", param, ctx)
+
+
+#: The ``--epochs`` type of ``train`` and ``distill``.
+EPOCHS = _Epochs()
 
 
 def _method_choices():
@@ -30,7 +48,8 @@ def _method_choices():
 @click.option("--layers", type=click.Choice(["all", "last"]), default=None, help="stochastic layers: all or last")
 @click.option("--option", "-o", "extra", multiple=True, help="any other method option as key=value (repeatable)")
 @click.option("--holdout", default=None, help="comma-separated classes left out of training (OOD protocol 'heldout')")
-@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--epochs", type=EPOCHS, default="auto", show_default=True,
+              help="'auto': train until a held-out NLL stops improving (samplers: a chain sized to num_samples)")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from tflbayes.cli._common import friendly_errors, parse_options, print_table
+from tflbayes.cli.commands_core import EPOCHS
 
 __all__ = ["COMMANDS", "distill"]
 
@@ -15,7 +16,8 @@ __all__ = ["COMMANDS", "distill"]
 @click.option("--method", type=click.Choice(["bdk", "gped", "end2"]), default="end2", show_default=True)
 @click.option("--data", default="digits", show_default=True,
               help="digits, mnist or an .npz: its training inputs are the transfer set (labels unused)")
-@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--epochs", type=EPOCHS, default="auto", show_default=True,
+              help="'auto': a budget in optimizer steps with early stopping on held-out transfer inputs")
 @click.option("--aux", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
               help="auxiliary off-distribution inputs made from the transfer set")
 @click.option("--loss", type=click.Choice(["proxy", "nll"]), default=None, help="end2: proxy-Dirichlet KL or Dirichlet NLL")

@@ -6,16 +6,18 @@ from typing import Optional
 
 import numpy as np
 
-from tflbayes._checks import check_choice, check_inputs, check_positive_float, check_positive_int
+from tflbayes._checks import check_choice, check_classification, check_inputs, check_positive_float, check_positive_int
 from tflbayes.errors import InvalidInputError
 from tflbayes.methods import _train
+from tflbayes.methods.budget import check_epochs, is_auto
 
 # importing the recipes registers them
 from tflbayes.distill import bdk as _bdk  # noqa: F401
 from tflbayes.distill import end2 as _end2  # noqa: F401
 from tflbayes.distill import gped as _gped  # noqa: F401
 from tflbayes.distill.end2 import END2_LOSSES
-from tflbayes.distill.recipe import RECIPES, fit_student
+from tflbayes.distill.check import agreement, agreement_warning
+from tflbayes.distill.recipe import DISTILL_BUDGET, RECIPES, fit_student
 from tflbayes.distill.students import build_student_model
 from tflbayes.distill.transfer import auxiliary_inputs, teacher_samples, transfer_pool
 
@@ -100,7 +102,7 @@ def _aux(x_aux, x, teacher, seed):
     return check_inputs(x_aux, teacher.input_shape, "x_aux"), "given"
 
 
-def distill(teacher, x_transfer, method: str = "end2", build_student=None, *, epochs: int = 30,
+def distill(teacher, x_transfer, method: str = "end2", build_student=None, *, epochs="auto",
             batch_size: int = 64, learning_rate: float = 3e-3, x_aux="auto", augment: int = 2,
             noise_std: float = 0.05, shift: int = 0, num_samples: Optional[int] = None,
             search: Optional[str] = None, budgets=None, verbose: int = 0, seed: Optional[int] = 0, **options):
@@ -130,8 +132,13 @@ def distill(teacher, x_transfer, method: str = "end2", build_student=None, *, ep
         build_student: zero-argument function returning a Keras model (or a model) with the
             teacher's input shape and ``C`` logits; default: the teacher's architecture with
             fresh weights and MCDropout/variational layers turned back into Dropout/Dense/Conv2D.
-        epochs, batch_size, learning_rate: Keras training of the student (Adam, cosine decay
-            of the learning rate to 2 % of it).
+        epochs: ``"auto"`` (default): a budget in optimizer steps, 1,000 to 20,000, with early
+            stopping on the recipe's loss on a held-out 15 % of the transfer inputs and of the
+            auxiliary inputs (Adam at ``learning_rate``, best weights restored; what ran is recorded
+            in the options: ``steps_run``, ``epochs_run``, ``stopped_by``); an integer: that many
+            epochs over the whole pool with a cosine decay of the learning rate to 2 % of it
+            (``search`` runs 30 epochs under "auto").
+        batch_size, learning_rate: Keras training of the student.
         x_aux: ``"auto"`` (default: :func:`~tflbayes.distill.auxiliary_inputs` of ``x_transfer``,
             as many as ``x_transfer``), an array of extra inputs, or None.
         augment: perturbed copies of ``x_transfer`` added to the pool (BDK's input perturbation).
@@ -154,7 +161,10 @@ def distill(teacher, x_transfer, method: str = "end2", build_student=None, *, ep
             ``plot``, ``latency_rounds``.
 
     Returns:
-        The student Posterior (or a SearchResult with ``search``).
+        The student Posterior (or a SearchResult with ``search``). Its options record the check of
+        :mod:`tflbayes.distill.check` (``epistemic_spearman``, ``aux_auroc_student``,
+        ``aux_auroc_teacher``, on the held-out transfer inputs under ``epochs="auto"``, else on the
+        training ones), with a warning when the student ranks auxiliary inputs worse than a coin.
 
     Raises:
         InvalidInputError: an unknown method/option, a teacher of the wrong kind (not a
@@ -168,6 +178,7 @@ def distill(teacher, x_transfer, method: str = "end2", build_student=None, *, ep
         >>> tb.convert(student, "bundles/end2", mode="dirichlet")                    # doctest: +SKIP
     """
     check_choice("method", method, DISTILL_METHODS)
+    check_classification(teacher, "tb.distill")
     recipe_cls = RECIPES[method]
     if search is not None:
         from tflbayes.distill.search import _check_budgets
@@ -179,7 +190,9 @@ def distill(teacher, x_transfer, method: str = "end2", build_student=None, *, ep
     method_options = _check_options(method, recipe_cls, options, search)
     _check_teacher(teacher, method, recipe_cls)
     x = _transfer(x_transfer, teacher)
-    epochs = check_positive_int("epochs", epochs)
+    epochs = check_epochs(epochs)
+    if search is not None and is_auto(epochs):
+        epochs = 30
     batch_size = check_positive_int("batch_size", batch_size)
     learning_rate = check_positive_float("learning_rate", learning_rate)
     augment = check_positive_int("augment", augment, minimum=0)
@@ -193,7 +206,9 @@ def distill(teacher, x_transfer, method: str = "end2", build_student=None, *, ep
     student = build_student_model(build_student, teacher)  # fail fast, before the teacher runs
     aux, aux_kind = _aux(x_aux, x, teacher, seed_)
     t0 = time.perf_counter()
-    pool = transfer_pool(x, aux, augment, noise_std, shift, seed_)
+    auto = is_auto(epochs)
+    x_fit, aux_fit, x_chk, aux_chk = _split_transfer(x, aux, seed_) if auto else (x, aux, x, aux)
+    pool = transfer_pool(x_fit, aux_fit, augment, noise_std, shift, seed_)
     samples = teacher_samples(teacher, pool, num_samples)
     recipe = recipe_cls(method_options, teacher.num_classes, samples.shape[1])
     record = {
@@ -209,8 +224,39 @@ def distill(teacher, x_transfer, method: str = "end2", build_student=None, *, ep
         return search_students(recipe, teacher, pool, samples, student, budgets, record=record, epochs=epochs,
                                batch_size=batch_size, learning_rate=learning_rate, verbose=verbose, seed=seed_,
                                **search_opts)
+    x_check = x_chk[:_CHECK_ROWS] if aux_chk is None else np.concatenate([x_chk[:_CHECK_ROWS], aux_chk[:_CHECK_ROWS]])
+    check_samples = teacher_samples(teacher, x_check, num_samples)
     model = recipe.student(student)
-    fit_student(model, pool, recipe.targets(samples), recipe, epochs=epochs, batch_size=batch_size,
-                learning_rate=learning_rate, verbose=verbose)
+    _, run = fit_student(model, pool, recipe.targets(samples), recipe, epochs=epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, verbose=verbose, seed=seed_,
+                         validation=(x_check, recipe.targets(check_samples)) if auto else None)
+    if run is not None:
+        record.update(run, heldout_inputs=int(len(x_check)))
     record["seconds"] = round(time.perf_counter() - t0, 2)
-    return recipe.posterior(model, record, teacher.class_names)
+    post = recipe.posterior(model, record, teacher.class_names)
+    check = agreement(post, x_check, check_samples, num_in=min(len(x_chk), _CHECK_ROWS))
+    post.options.update(check)
+    agreement_warning(check, method, "held-out" if auto else "training")
+    return post
+
+
+_CHECK_ROWS = 2000  # at most this many in-distribution and as many auxiliary inputs are checked
+
+
+def _split_transfer(x, aux, seed):
+    """``(x_fit, aux_fit, x_heldout, aux_heldout)``: 15 % of the transfer inputs (at least 1, none when
+    there are fewer than 8) and of the auxiliary inputs are held out for early stopping and the check."""
+    def split(a, salt):
+        if a is None or len(a) < 8:
+            return a, a[:0] if a is not None else None
+        idx = np.random.default_rng([seed, salt]).permutation(len(a))
+        k = max(1, int(round(DISTILL_BUDGET.holdout * len(a))))
+        return a[np.sort(idx[k:])], a[np.sort(idx[:k])]
+
+    x_fit, x_held = split(x, 0)
+    if len(x_held) == 0:
+        raise InvalidInputError(
+            f"epochs='auto' holds out part of the transfer set for early stopping and needs at least 8 inputs; "
+            f"x_transfer has {len(x)}. Pass more inputs or an integer `epochs`.")
+    aux_fit, aux_held = split(aux, 1)
+    return x_fit, aux_fit, x_held, aux_held

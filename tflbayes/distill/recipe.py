@@ -11,11 +11,13 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from tflbayes._keras import keras
+from tflbayes._keras import keras, tf
+from tflbayes.errors import DivergenceError, InvalidInputError
 from tflbayes.methods import _train
+from tflbayes.methods.budget import AutoBudget, ceiling_warning, is_auto, repeated_dataset, stopping
 from tflbayes.methods.registry import TrainConfig
 
-__all__ = ["Recipe", "RECIPES", "register_recipe", "fit_student"]
+__all__ = ["Recipe", "RECIPES", "register_recipe", "fit_student", "heldout_loss", "DISTILL_BUDGET"]
 
 RECIPES: dict = {}
 
@@ -65,23 +67,68 @@ class Recipe:
         raise NotImplementedError
 
 
-def fit_student(model, x: np.ndarray, y: np.ndarray, recipe: Recipe, *, epochs: int, batch_size: int,
-                learning_rate: float, verbose: int = 0, callbacks: Sequence = (), what: Optional[str] = None,
-                anneal: bool = True):
-    """Compile ``model`` with the recipe's loss and train it on ``(x, y)``; returns the loss object.
+#: ``epochs="auto"`` for distillation: optimizer steps between a floor and a ceiling, early stopping
+#: on the recipe's loss on held-out transfer inputs (the temperature is annealed over the floor).
+DISTILL_BUDGET = AutoBudget(min_steps=1000, max_steps=20000, patience_steps=500, min_patience_evals=5,
+                            eval_steps=50, holdout=0.15, min_improvement=0.005)
 
-    Adam with a cosine learning-rate decay from ``learning_rate`` to 2 % of it over the run
-    (distillation targets are soft: a decaying rate lets the student settle on them).
+
+def fit_student(model, x: np.ndarray, y: np.ndarray, recipe: Recipe, *, epochs, batch_size: int,
+                learning_rate: float, verbose: int = 0, callbacks: Sequence = (), what: Optional[str] = None,
+                anneal: bool = True, validation: Optional[tuple] = None, seed: Optional[int] = 0,
+                budget: AutoBudget = DISTILL_BUDGET):
+    """Compile ``model`` with the recipe's loss and train it on ``(x, y)``; returns ``(loss, record)``.
+
+    Integer ``epochs``: Adam with a cosine learning-rate decay from ``learning_rate`` to 2 % of it over
+    the run (distillation targets are soft: a decaying rate lets the student settle on them);
+    ``record`` is None. ``epochs="auto"``: Adam at ``learning_rate``, the recipe's loss on
+    ``validation = (x_val, y_val)`` (held-out transfer inputs and their targets) measured every
+    ``max(steps per epoch, 50)`` steps, early stopping between ``budget.min_steps`` and
+    ``budget.max_steps`` with the best weights restored; ``record`` says what ran (``steps_run``,
+    ``epochs_run``, ``stopped_by``, ``heldout_loss``).
 
     ``anneal=False`` leaves out the recipe's own callbacks (temperature annealing): fine-tuning
     runs at T = 1. A NaN/inf loss raises :class:`~tflbayes.errors.DivergenceError`.
     """
     loss = recipe.loss()
-    steps = epochs * int(np.ceil(len(x) / batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.02)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, verbose=verbose)
-    own = recipe.callbacks(loss, epochs) if anneal else []
-    _train.train(model, x, y, cfg, callbacks=[*own, *callbacks],
-                 what=what or f"{recipe.name} student")
-    return loss
+    what = what or f"{recipe.name} student"
+    if not is_auto(epochs):
+        steps = epochs * int(np.ceil(len(x) / batch_size))
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.02)
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, verbose=verbose)
+        own = recipe.callbacks(loss, epochs) if anneal else []
+        _train.train(model, x, y, cfg, callbacks=[*own, *callbacks], what=what)
+        return loss, None
+    if validation is None or not len(validation[0]):
+        raise InvalidInputError("fit_student(epochs='auto') needs held-out transfer inputs (`validation`).")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
+    data, per_epoch = repeated_dataset(x, y, batch_size, seed)
+    chunk = max(per_epoch, budget.eval_steps)
+    x_val, y_val = validation
+    stop = stopping(budget, chunk, lambda m: heldout_loss(m, loss, x_val, y_val), log_name="distillation loss")
+    own = recipe.callbacks(loss, stop.min_evals) if anneal else []  # T reaches 1 within the floor
+    nan = _train.StopOnNaN()
+    start = int(model.optimizer.iterations.numpy())
+    model.fit(data, epochs=stop.max_evals, steps_per_epoch=chunk, callbacks=[*own, stop, *callbacks, nan],
+              verbose=verbose)
+    if hasattr(nan, "bad_batch"):
+        raise DivergenceError(_train.diverged_message(what, nan))
+    steps = int(model.optimizer.iterations.numpy()) - start
+    if stop.stopped_by != "early_stopping" and len(stop.history) < stop.max_evals:
+        stop.stopped_by = "callback"
+    stop.restore()
+    ceiling_warning(stop, steps, per_epoch, chunk, what, {}, option="epochs")
+    record = {"steps_run": steps, "epochs_run": round(steps / per_epoch, 2), "stopped_by": stop.stopped_by,
+              "best_step": int(stop.best_eval * chunk) if stop.best_eval > 0 else 0,
+              "heldout_loss": round(float(stop.best), 6) if np.isfinite(stop.best) else None}
+    return loss, record
+
+
+def heldout_loss(model, loss, x, y, batch: int = 1024) -> float:
+    """Mean of the (per-input) distillation ``loss`` of ``model`` on ``(x, y)``."""
+    total = 0.0
+    for i in range(0, len(x), batch):
+        out = model(x[i:i + batch], training=False)
+        total += float(tf.reduce_sum(loss.call(tf.constant(y[i:i + batch]), out)).numpy())
+    return total / len(x)

@@ -8,7 +8,7 @@ import numpy as np
 from tflbayes._keras import keras
 from tflbayes.errors import DivergenceError, InvalidInputError
 
-__all__ = ["scope", "build", "compile_classifier", "train", "set_seed"]
+__all__ = ["scope", "build", "compile_classifier", "train", "set_seed", "StopOnNaN", "diverged_message"]
 
 
 def set_seed(seed):
@@ -52,17 +52,42 @@ def compile_classifier(model, learning_rate, optimizer=None):
     )
 
 
-class _StopOnNaN(keras.callbacks.Callback):
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop ``model.fit`` at the first batch whose loss is NaN/inf (``bad_batch``, ``bad_epoch`` are set)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
             self.model.stop_training = True
             self.bad_batch = batch
+            self.bad_epoch = getattr(self, "_epoch", 0)
+
+
+def diverged_message(what, nan: StopOnNaN) -> str:
+    return (f"Training of the {what} diverged (loss became NaN/inf at batch {nan.bad_batch} of epoch "
+            f"{nan.bad_epoch + 1}); try a smaller learning rate.")
 
 
 def train(model, x, y, cfg, *, epochs=None, callbacks=(), what="model"):
-    """``model.fit`` with the config's options; raises DivergenceError on a NaN/inf loss."""
-    nan = _StopOnNaN()
+    """``model.fit`` with the config's options; raises DivergenceError on a NaN/inf loss.
+
+    ``cfg.epochs == "auto"`` (and no ``epochs`` here) trains with the adaptive budget of
+    :mod:`tflbayes.methods.budget` (early stopping on a held-out NLL between a floor and a ceiling in
+    optimizer steps); what ran is appended to ``cfg.runs`` (``tb.fit`` records it in the options).
+    """
+    from tflbayes.methods import budget
+
+    nan = StopOnNaN()
+    if epochs is None and budget.is_auto(cfg.epochs):
+        hist, record = budget.fit_auto(model, x, y, cfg, callbacks=[*callbacks, nan], what=what,
+                                       warn_state=cfg.warn_state)
+        if hasattr(nan, "bad_batch"):
+            raise DivergenceError(diverged_message(what, nan))
+        cfg.runs.append(record)
+        return hist
     hist = model.fit(
         x, y,
         epochs=cfg.epochs if epochs is None else epochs,
@@ -73,9 +98,5 @@ def train(model, x, y, cfg, *, epochs=None, callbacks=(), what="model"):
         shuffle=True,
     )
     if hasattr(nan, "bad_batch"):
-        raise DivergenceError(
-            f"Training of the {what} diverged (loss became NaN/inf at batch {nan.bad_batch} of epoch "
-            f"{len(hist.history.get('loss', []))}); try a smaller learning rate."
-        )
+        raise DivergenceError(diverged_message(what, nan))
     return hist
-

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from tflbayes._checks import check_positive_int
+from tflbayes.errors import InvalidInputError
 from tflbayes.methods import _train
 from tflbayes.methods.registry import register_method
 from tflbayes.posterior import EnsemblePosterior
@@ -9,19 +10,20 @@ from tflbayes.posterior import EnsemblePosterior
 
 @register_method(
     "deep_ensemble",
-    defaults={"members": 5},
+    defaults={"num_samples": None, "members": None},
     summary="S independently initialised networks, each trained with its own shuffling",
 )
-def train_deep_ensemble(build_model, x, y, cfg, members=5):
-    """Train ``members`` networks from independent random initialisations and data orders.
+def train_deep_ensemble(build_model, x, y, cfg, num_samples=None, members=None):
+    """Train S networks from independent random initialisations and data orders.
 
     The ensemble's predictive is the average of the members' softmax outputs; the spread of the
     members is the knowledge (epistemic) uncertainty.
 
     Options:
-        members: S, the number of networks (default 5).
+        num_samples: S, the number of networks (default 5).
+        members: the same as ``num_samples`` (its older name); give one of the two.
     """
-    s = check_positive_int("members", members)
+    s = resolve_num_samples(num_samples, members, "members", 5)
     weights, model = [], None
     for i in range(s):
         if cfg.verbose:
@@ -32,4 +34,16 @@ def train_deep_ensemble(build_model, x, y, cfg, members=5):
             _train.compile_classifier(model, cfg.learning_rate)
         _train.train(model, x, y, cfg, what=f"ensemble member {i}")
         weights.append(model.get_weights())
-    return EnsemblePosterior(model, weights, "deep_ensemble", {"members": s}, cfg.class_names)
+    return EnsemblePosterior(model, weights, "deep_ensemble", {"members": s, "num_samples": s}, cfg.class_names)
+
+
+def resolve_num_samples(num_samples, alias, alias_name: str, default: int) -> int:
+    """S from ``num_samples`` or its method-specific alias (``members``, ``cycles``): one of the two,
+    or both equal; different values raise InvalidInputError."""
+    if num_samples is not None and alias is not None and num_samples != alias:
+        raise InvalidInputError(
+            f"`num_samples` and `{alias_name}` both set the number of weight sets S and disagree: "
+            f"num_samples={num_samples!r}, {alias_name}={alias!r}. Give one of them.")
+    if num_samples is not None:
+        return check_positive_int("num_samples", num_samples)
+    return check_positive_int(alias_name, default if alias is None else alias)

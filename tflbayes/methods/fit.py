@@ -5,6 +5,7 @@ from typing import Callable, Optional, Sequence
 
 from tflbayes._checks import check_inputs, check_labels, check_positive_float, check_positive_int
 from tflbayes.errors import InvalidInputError
+from tflbayes.methods.budget import check_epochs, is_auto
 from tflbayes.methods.registry import METHODS, TrainConfig
 
 # importing the method modules registers them
@@ -18,7 +19,7 @@ from tflbayes.methods.sampling.likelihoods import check_targets  # noqa: E402
 __all__ = ["fit", "METHODS"]
 
 
-def fit(build_model: Callable, data, method: str = "deep_ensemble", *, epochs: int = 20, batch_size: int = 64,
+def fit(build_model: Callable, data, method: str = "deep_ensemble", *, epochs="auto", batch_size: int = 64,
         learning_rate: float = 1e-3, validation_data=None, callbacks: Sequence = (), verbose: int = 1,
         seed: Optional[int] = 0, strategy=None, class_names: Optional[Sequence[str]] = None, **options):
     """Train an approximate posterior with the Keras API.
@@ -30,7 +31,14 @@ def fit(build_model: Callable, data, method: str = "deep_ensemble", *, epochs: i
             (its training split and class names are used).
         method: one of ``tflbayes.METHODS`` (``"mc_dropout"``, ``"variational"``,
             ``"deep_ensemble"``, and the sampling methods).
-        epochs, batch_size, learning_rate: the usual Keras training options.
+        epochs: ``"auto"`` (default) or an integer. ``"auto"`` adapts the budget to the data
+            (:mod:`tflbayes.methods.budget`): mc_dropout / variational / deep_ensemble train until the
+            NLL on held-out rows (``validation_data``, else 15 % of the training rows) stops
+            improving, between a floor of 500 and a ceiling of 20,000 optimizer steps, and restore
+            the best weights; the SG-MCMC methods run ``burn_in + thinning × num_samples`` steps.
+            What ran is recorded in ``posterior.options`` (``steps_run``, ``epochs_run``,
+            ``stopped_by``, ...). An integer trains exactly that many epochs.
+        batch_size, learning_rate: the usual Keras training options.
         validation_data: optional ``(x_val, y_val)`` passed to ``model.fit``.
         callbacks: extra Keras callbacks, run alongside tflbayes's own.
         verbose: 0 silent, 1 Keras progress bars.
@@ -77,7 +85,7 @@ def fit(build_model: Callable, data, method: str = "deep_ensemble", *, epochs: i
               else check_labels(yv, len(xv), name="validation_data[1]"))
         validation_data = (xv, yv)
     cfg = TrainConfig(
-        epochs=check_positive_int("epochs", epochs),
+        epochs=check_epochs(epochs),
         batch_size=check_positive_int("batch_size", batch_size),
         learning_rate=check_positive_float("learning_rate", learning_rate),
         validation_data=validation_data,
@@ -87,4 +95,15 @@ def fit(build_model: Callable, data, method: str = "deep_ensemble", *, epochs: i
         strategy=strategy,
         class_names=list(class_names) if class_names is not None else None,
     )
-    return spec.train(build_model, x, y, cfg, **{**spec.defaults, **options})
+    post = spec.train(build_model, x, y, cfg, **{**spec.defaults, **options})
+    if is_auto(cfg.epochs) and cfg.runs:
+        post.options.update(_run_record(cfg.runs))
+    return post
+
+
+def _run_record(runs: list) -> dict:
+    """One training run's record as it is; several (ensemble members): one list per key."""
+    if len(runs) == 1:
+        return {"epochs": "auto", **runs[0]}
+    keys = [k for k in runs[0] if all(k in r for r in runs)]
+    return {"epochs": "auto", **{k: [r[k] for r in runs] for k in keys}}

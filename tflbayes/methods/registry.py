@@ -34,9 +34,13 @@ def register_method(name: str, defaults: dict, summary: str, sampling: bool = Fa
 
 @dataclass
 class TrainConfig:
-    """Options every method shares (see :func:`tflbayes.fit`)."""
+    """Options every method shares (see :func:`tflbayes.fit`).
 
-    epochs: int = 20
+    ``epochs`` is an integer or ``"auto"`` (:mod:`tflbayes.methods.budget`); ``runs`` collects what
+    each automatic-budget training run did, ``warn_state`` makes its ceiling warning appear once.
+    """
+
+    epochs: Any = 20
     batch_size: int = 64
     learning_rate: float = 1e-3
     validation_data: Optional[tuple] = None
@@ -45,3 +49,5 @@ class TrainConfig:
     seed: Optional[int] = 0
     strategy: Any = None
     class_names: Optional[Sequence[str]] = None
+    runs: list = field(default_factory=list)
+    warn_state: dict = field(default_factory=dict)

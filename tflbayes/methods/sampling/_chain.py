@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
+
 from tflbayes._keras import tf
 from tflbayes.errors import DivergenceError, TflbayesError
 from tflbayes.methods import _train
@@ -11,7 +13,10 @@ from tflbayes.methods.sampling.collect import SampleCollector
 from tflbayes.methods.sampling.likelihoods import keras_loss
 from tflbayes.posterior import EnsemblePosterior
 
-__all__ = ["build_compiled", "run_chain"]
+__all__ = ["build_compiled", "run_chain", "check_mixing", "MIXING_RATIO"]
+
+#: ``check_mixing`` warns when the chain's ESS is below this fraction of its number of samples.
+MIXING_RATIO = 0.25
 
 
 def build_compiled(build_model, x, cfg, optimizer_fn, likelihood, noise_std, steps_per_execution=1):
@@ -73,3 +78,32 @@ def dataset(x, y, batch_size, seed):
 def posterior_of(model, samples, method, options, cfg) -> EnsemblePosterior:
     model.set_weights(samples[-1])
     return EnsemblePosterior(model, samples, method, options, cfg.class_names)
+
+
+def check_mixing(post, x, y, cfg, method, *, burn_in, thinning, per_epoch, max_rows=512):
+    """Single-chain ESS of the predictive log-likelihood trace (:func:`~.convergence.ess_rhat`) on
+    ``cfg.validation_data`` (else the first ``max_rows`` training rows), recorded in
+    ``post.options["ess"]``; a warning when it is below ``MIXING_RATIO × num_samples``, saying how long
+    to run the chain (the thinning that would give about ``num_samples`` effective samples)."""
+    from tflbayes.methods.sampling.convergence import ess_rhat, log_likelihood_trace
+
+    s = post.num_samples
+    if s < 4:
+        return None
+    xs, ys = cfg.validation_data if cfg.validation_data is not None else (x, y)
+    trace = log_likelihood_trace(post, xs[:max_rows], ys[:max_rows])
+    if not np.all(np.isfinite(trace)) or np.ptp(trace) == 0:
+        return None
+    ess = ess_rhat(trace[None])["ess"]
+    post.options["ess"] = round(float(ess), 1)
+    if ess < MIXING_RATIO * s:
+        thin = int(math.ceil(thinning * s / max(ess, 1.0)))
+        steps = burn_in + thin * s
+        warnings.warn(
+            f"{method}: the chain has not mixed: its effective sample size is {ess:.1f} for {s} samples "
+            f"(predictive log-likelihood trace; {burn_in} burn-in steps, thinning {thinning}). Run it about "
+            f"{thin / thinning:.0f}x longer: thinning={thin} (burn_in + thinning x num_samples = {steps} optimizer "
+            f"steps, epochs={int(math.ceil(steps / per_epoch))}), or lower `num_samples`.",
+            stacklevel=3,
+        )
+    return ess

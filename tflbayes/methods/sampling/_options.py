@@ -9,7 +9,47 @@ from tflbayes._checks import check_choice, check_positive_float, check_positive_
 from tflbayes.errors import InvalidInputError
 from tflbayes.methods.sampling.likelihoods import LIKELIHOODS, check_targets
 
-__all__ = ["total_steps", "check_common", "check_burn_in", "check_thinning", "check_fraction"]
+__all__ = ["total_steps", "check_common", "check_burn_in", "check_thinning", "check_fraction", "auto_chain",
+           "auto_cycle_length", "epochs_for", "AUTO_MIN_BURN_IN", "AUTO_MIN_THINNING", "AUTO_MIN_CYCLE"]
+
+#: ``epochs="auto"`` for sgld / sghmc: ``burn_in = max(AUTO_MIN_BURN_IN, thinning × num_samples / 4)``,
+#: ``thinning = max(AUTO_MIN_THINNING, steps per epoch)``; the chain runs burn_in + thinning × num_samples steps.
+AUTO_MIN_BURN_IN = 1000
+AUTO_MIN_THINNING = 50
+#: ``epochs="auto"`` for csgmcmc / snapshot: cycles of at least this many optimizer steps (and 4 epochs).
+AUTO_MIN_CYCLE = 200
+
+
+def epochs_for(steps: int, per_epoch: int) -> int:
+    """The epochs that give at least ``steps`` optimizer steps."""
+    return max(1, int(math.ceil(steps / per_epoch)))
+
+
+def auto_chain(num_samples: int, per_epoch: int, burn_in=None, thinning=None) -> tuple:
+    """``(burn_in, thinning, epochs)`` of ``epochs="auto"``: the chain length follows ``num_samples``.
+
+    ``thinning`` (given or ``max(50, steps per epoch)``) steps between samples, after ``burn_in`` (given or
+    ``max(1000, thinning × num_samples / 4)``) steps; ``epochs`` covers ``burn_in + thinning × num_samples``.
+    """
+    thin = max(AUTO_MIN_THINNING, per_epoch) if thinning is None else check_positive_int("thinning", thinning)
+    if burn_in is None:
+        burn = max(AUTO_MIN_BURN_IN, thin * num_samples // 4)
+    elif isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or burn_in < 0:
+        raise InvalidInputError(
+            f"Invalid value received for argument `burn_in`. Expected an integer number of optimizer steps >= 0. "
+            f"Received: burn_in={burn_in!r}")
+    else:
+        burn = int(burn_in)
+    return burn, thin, epochs_for(burn + thin * num_samples, per_epoch)
+
+
+def auto_cycle_length(per_epoch: int, samples_per_cycle: int = 1, exploration: float = 0.0,
+                      thinning=None) -> int:
+    """Cycle length (steps) of ``epochs="auto"`` for the cyclical methods: at least ``AUTO_MIN_CYCLE``
+    steps and 4 epochs, with a sampling phase that holds ``samples_per_cycle`` samples 10 steps apart."""
+    thin = 10 if thinning is None else int(thinning)
+    need = int(math.ceil((thin * max(0, samples_per_cycle - 1) + 1) / max(1e-9, 1.0 - exploration))) + 1
+    return max(AUTO_MIN_CYCLE, 4 * per_epoch, need)
 
 
 def total_steps(num_examples: int, cfg) -> tuple:
@@ -71,15 +111,17 @@ def check_thinning(thinning, num_samples: int, burn_in: int, total: int, per_epo
         if left < num_samples:
             raise InvalidInputError(
                 f"Invalid value received for argument `num_samples`. Expected at most {left} (the steps left after "
-                f"burn_in={burn_in}; the run has {_budget(cfg, per_epoch)}): increase `epochs` or lower "
-                f"`num_samples`. Received: num_samples={num_samples!r}"
+                f"burn_in={burn_in}; the run has {_budget(cfg, per_epoch)}): increase `epochs` (epochs >= "
+                f"{epochs_for(burn_in + num_samples, per_epoch)} would work; epochs='auto' sizes the chain to "
+                f"num_samples) or lower `num_samples`. Received: num_samples={num_samples!r}"
             )
         return left // num_samples
     thinning = check_positive_int("thinning", thinning)
     if burn_in + thinning * num_samples > total:
         raise InvalidInputError(
             f"Invalid value received for argument `thinning`. burn_in + thinning × num_samples = {burn_in} + "
-            f"{thinning} × {num_samples} exceeds the {_budget(cfg, per_epoch)}: increase `epochs` or lower "
+            f"{thinning} × {num_samples} exceeds the {_budget(cfg, per_epoch)}: increase `epochs` (epochs >= "
+            f"{epochs_for(burn_in + thinning * num_samples, per_epoch)} would work) or lower "
             f"`thinning` / `num_samples`. Received: thinning={thinning!r}"
         )
     return thinning

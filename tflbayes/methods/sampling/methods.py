@@ -8,13 +8,17 @@ into an :class:`~tflbayes.posterior.EnsemblePosterior`. The budget is the usual
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from tflbayes._checks import check_choice, check_positive_int
 from tflbayes.errors import InvalidInputError
+from tflbayes.methods.budget import is_auto
+from tflbayes.methods.ensemble import resolve_num_samples
 from tflbayes.methods.registry import register_method
 from tflbayes.methods.sampling import _options
-from tflbayes.methods.sampling._chain import build_compiled, posterior_of, run_chain
+from tflbayes.methods.sampling._chain import build_compiled, check_mixing, posterior_of, run_chain
 from tflbayes.methods.sampling.collect import collection_steps
 from tflbayes.methods.sampling.optimizers import SGHMC, SGLD
 from tflbayes.methods.sampling.schedules import CyclicalCosine, PolynomialStepSize, SamplingPhase
@@ -32,6 +36,11 @@ def _seed(cfg):
     return 0 if cfg.seed is None else int(cfg.seed)
 
 
+def _with_epochs(cfg, epochs):
+    """The config with ``epochs`` resolved from ``"auto"`` (and the chain's record in ``cfg.runs``)."""
+    return dataclasses.replace(cfg, epochs=int(epochs))
+
+
 def _schedule(schedule, step_size, total):
     check_choice("schedule", schedule, SCHEDULES)
     if schedule == "polynomial":
@@ -43,9 +52,15 @@ def _markov_chain(name, optimizer_cls, build_model, x, y, cfg, common, *, num_sa
                   schedule, **optimizer_options):
     """sgld / sghmc: one chain, samples every ``thinning`` steps after ``burn_in``."""
     opts = _options.check_common(step_size=step_size, num_samples=num_samples, y=y, **common)
+    auto = is_auto(cfg.epochs)
+    if auto:  # the chain length follows num_samples
+        per_epoch = _options.total_steps(len(x), _with_epochs(cfg, 1))[1]
+        burn, thin, epochs = _options.auto_chain(opts["num_samples"], per_epoch, burn_in, thinning)
+        cfg = _with_epochs(cfg, epochs)
     total, per_epoch = _options.total_steps(len(x), cfg)
-    burn = _options.check_burn_in(burn_in, total, per_epoch, cfg)
-    thin = _options.check_thinning(thinning, opts["num_samples"], burn, total, per_epoch, cfg)
+    if not auto:
+        burn = _options.check_burn_in(burn_in, total, per_epoch, cfg)
+        thin = _options.check_thinning(thinning, opts["num_samples"], burn, total, per_epoch, cfg)
     lr = _schedule(schedule, opts["step_size"], total)
 
     def optimizer():
@@ -55,9 +70,15 @@ def _markov_chain(name, optimizer_cls, build_model, x, y, cfg, common, *, num_sa
     model = build_compiled(build_model, x, cfg, optimizer, opts["likelihood"], opts["noise_std"],
                            opts["steps_per_execution"])
     options = {**opts, "burn_in": burn, "thinning": thin, "schedule": schedule, **optimizer_options}
+    if auto:
+        options["epochs"] = "auto"
     col = run_chain(model, x, y, cfg, collection_steps(opts["num_samples"], burn, thin), total, name, options)
     options["chains"] = [len(col.samples)]
-    return posterior_of(model, col.samples, name, options, cfg)
+    post = posterior_of(model, col.samples, name, options, cfg)
+    if auto:
+        post.options.update(steps_run=int(total), epochs_run=int(cfg.epochs))
+    check_mixing(post, x, y, cfg, name, burn_in=burn, thinning=thin, per_epoch=per_epoch)
+    return post
 
 
 @register_method(
@@ -81,8 +102,16 @@ def train_sgld(build_model, x, y, cfg, num_samples=10, burn_in=None, thinning=No
 
     Options:
         num_samples: S, posterior samples kept (default 10).
-        burn_in: optimizer steps discarded first (default: half of ``epochs × ceil(N / batch_size)``).
-        thinning: steps between samples (default: spread S evenly over the steps after burn-in).
+        burn_in: optimizer steps discarded first (default: with ``epochs="auto"``, the default of
+            ``tb.fit``, ``max(1000, thinning × num_samples / 4)``; with integer epochs half of
+            ``epochs × ceil(N / batch_size)``).
+        thinning: steps between samples (default: with ``epochs="auto"`` ``max(50, steps per epoch)``,
+            and the chain runs ``burn_in + thinning × num_samples`` steps; with integer epochs S spread
+            evenly over the steps after burn-in).
+
+    At the end the chain's effective sample size (ESS of the predictive log-likelihood trace, one
+    chain) is recorded in ``options["ess"]``, with a warning saying how long to run the chain when it
+    is below a quarter of ``num_samples``.
         step_size: ``α``, a learning rate on the mean loss (default 0.05; divergence → lower it).
         schedule: ``"constant"`` (default) or ``"polynomial"``: ``α_t = α (1 + 10 t / steps)^-0.55``.
         prior_std: std of the Gaussian prior on every trainable weight (default 1.0).
@@ -208,20 +237,33 @@ def train_csgmcmc(build_model, x, y, cfg, num_samples=10, cycles=5, exploration=
         )
     if thinning is not None:
         thinning = check_positive_int("thinning", thinning)
-    total, per_epoch = _options.total_steps(len(x), cfg)
-    if cycles > total:
-        raise InvalidInputError(
-            f"Invalid value received for argument `cycles`. Expected at most the {total} optimizer steps of the run "
-            f"(epochs × ceil(N / batch_size)). Received: cycles={cycles!r}"
-        )
     if opts["num_samples"] < cycles:
         raise InvalidInputError(
             f"Invalid value received for argument `num_samples`. Expected at least one sample per cycle "
             f"(>= cycles={cycles}). Received: num_samples={num_samples!r}"
         )
+    auto = is_auto(cfg.epochs)
+    if auto:  # cycles long enough for their samples
+        per_epoch = _options.total_steps(len(x), _with_epochs(cfg, 1))[1]
+        per_cycle = -(-opts["num_samples"] // cycles)
+        length = _options.auto_cycle_length(per_epoch, per_cycle, explore, thinning)
+        cfg = _with_epochs(cfg, _options.epochs_for(cycles * length, per_epoch))
+    total, per_epoch = _options.total_steps(len(x), cfg)
+    works = None if auto else _cyclical_epochs_that_work(opts["num_samples"], cycles, explore, thinning, per_epoch,
+                                                          cfg.epochs)
+    if cycles > total:
+        raise InvalidInputError(
+            f"Invalid value received for argument `cycles`. Expected at most the {total} optimizer steps of the run "
+            f"(epochs × ceil(N / batch_size) = {cfg.epochs} × {per_epoch}); epochs >= {works} would work. "
+            f"Received: cycles={cycles!r}"
+        )
     length = total // cycles
     gate = SamplingPhase(length, explore)
-    steps, thin = cyclical_steps(opts["num_samples"], cycles, length, gate.first_sampling_step(), thinning)
+    try:
+        steps, thin = cyclical_steps(opts["num_samples"], cycles, length, gate.first_sampling_step(), thinning)
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{err} With epochs={cfg.epochs} ({per_epoch} steps each): epochs >= {works} "
+                                "would work.") from None
     lr = CyclicalCosine(opts["step_size"], length)
     seed = _seed(cfg)
 
@@ -236,18 +278,46 @@ def train_csgmcmc(build_model, x, y, cfg, num_samples=10, cycles=5, exploration=
                "cycle_length": length}
     if sampler == "sghmc":
         options["friction"] = float(friction)
+    if auto:
+        options.update(epochs="auto", steps_run=int(total), epochs_run=int(cfg.epochs))
     col = run_chain(model, x, y, cfg, steps, total, "csgmcmc", options)
     options["chains"] = [len(col.samples)]
     return posterior_of(model, col.samples, "csgmcmc", options, cfg)
 
 
+def _cyclical_epochs_that_work(num_samples, cycles, exploration, thinning, per_epoch, epochs, limit=10 ** 7):
+    """The fewest epochs (>= 1) whose cycles hold ``num_samples`` samples (None: none below ``limit`` steps)."""
+    def ok(e):
+        total = e * per_epoch
+        if cycles > total:
+            return False
+        length = total // cycles
+        try:
+            cyclical_steps(num_samples, cycles, length, SamplingPhase(length, exploration).first_sampling_step(),
+                           thinning)
+        except InvalidInputError:
+            return False
+        return True
+
+    hi = max(1, int(epochs))
+    while not ok(hi):
+        hi *= 2
+        if hi * per_epoch > limit:
+            return None
+    lo = 0  # ok(lo) is False or lo == 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
 @register_method(
     "snapshot",
-    defaults={"cycles": 5, "step_size": 0.1, "momentum": 0.9, "prior_std": 1.0, "likelihood": "classification",
-              "noise_std": 1.0, "steps_per_execution": 1},
+    defaults={"num_samples": None, "cycles": None, "step_size": 0.1, "momentum": 0.9, "prior_std": 1.0,
+              "likelihood": "classification", "noise_std": 1.0, "steps_per_execution": 1},
     summary="snapshot ensemble: cyclic cosine learning rate, one member at the end of each cycle",
 )
-def train_snapshot(build_model, x, y, cfg, cycles=5, step_size=0.1, momentum=0.9, prior_std=1.0,
+def train_snapshot(build_model, x, y, cfg, num_samples=None, cycles=None, step_size=0.1, momentum=0.9, prior_std=1.0,
                    likelihood="classification", noise_std=1.0, steps_per_execution=1):
     """Snapshot ensembles (Huang, Li, Pleiss, Liu, Hopcroft & Weinberger 2017, "Train 1, get M for free").
 
@@ -258,7 +328,8 @@ def train_snapshot(build_model, x, y, cfg, cycles=5, step_size=0.1, momentum=0.9
     restart to ``α_0`` kicks it towards another one. Not a sampler (no noise): an ensemble.
 
     Options:
-        cycles: M, the number of members (default 5).
+        num_samples: M, the number of members (default 5), one per cycle.
+        cycles: the same as ``num_samples`` (its older name); give one of the two.
         step_size: ``α_0``, the learning rate at each restart (default 0.1).
         momentum: heavy-ball momentum in [0, 1) (default 0.9).
         prior_std: the Gaussian prior as weight decay (default 1.0).
@@ -270,13 +341,18 @@ def train_snapshot(build_model, x, y, cfg, cycles=5, step_size=0.1, momentum=0.9
     opts = _options.check_common(step_size=step_size, y=y, prior_std=prior_std, temperature=1.0,
                                  likelihood=likelihood, noise_std=noise_std, steps_per_execution=steps_per_execution)
     opts.pop("temperature")
-    cycles = check_positive_int("cycles", cycles)
+    cycles = resolve_num_samples(num_samples, cycles, "cycles", 5)
     momentum = _options.check_fraction("momentum", momentum)
-    total, _ = _options.total_steps(len(x), cfg)
+    auto = is_auto(cfg.epochs)
+    if auto:
+        per_epoch = _options.total_steps(len(x), _with_epochs(cfg, 1))[1]
+        cfg = _with_epochs(cfg, _options.epochs_for(cycles * _options.auto_cycle_length(per_epoch), per_epoch))
+    total, per_epoch = _options.total_steps(len(x), cfg)
     if cycles > total:
         raise InvalidInputError(
             f"Invalid value received for argument `cycles`. Expected at most the {total} optimizer steps of the run "
-            f"(epochs × ceil(N / batch_size)). Received: cycles={cycles!r}"
+            f"(epochs × ceil(N / batch_size) = {cfg.epochs} × {per_epoch}); epochs >= "
+            f"{_options.epochs_for(cycles, per_epoch)} would work. Received: cycles={cycles!r}"
         )
     length = total // cycles
     lr = CyclicalCosine(opts["step_size"], length)
@@ -287,7 +363,9 @@ def train_snapshot(build_model, x, y, cfg, cycles=5, step_size=0.1, momentum=0.9
 
     model = build_compiled(build_model, x, cfg, optimizer, opts["likelihood"], opts["noise_std"],
                            opts["steps_per_execution"])
-    options = {**opts, "cycles": cycles, "momentum": momentum, "cycle_length": length}
+    options = {**opts, "cycles": cycles, "num_samples": cycles, "momentum": momentum, "cycle_length": length}
+    if auto:
+        options.update(epochs="auto", steps_run=int(total), epochs_run=int(cfg.epochs))
     steps = [length * (c + 1) for c in range(cycles)]
     col = run_chain(model, x, y, cfg, steps, total, "snapshot", options, what="members")
     return posterior_of(model, col.samples, "snapshot", options, cfg)

@@ -24,6 +24,7 @@ follow the exact posterior (the tests use this on linear and logistic regression
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -32,6 +33,7 @@ from tflbayes._checks import check_choice, check_positive_int
 from tflbayes._keras import tf
 from tflbayes.errors import DivergenceError, InvalidInputError
 from tflbayes.methods import _train
+from tflbayes.methods.budget import is_auto
 from tflbayes.methods.registry import register_method
 from tflbayes.methods.sampling import _options
 from tflbayes.methods.sampling._chain import build_compiled, posterior_of, run_chain
@@ -42,6 +44,7 @@ __all__ = ["train_subspace", "Subspace", "make_subspace", "elliptical_slice_chai
 
 SUBSPACES = ("pca", "random")
 SUBSPACE_SAMPLERS = ("ess", "sgld")
+AUTO_SGD_STEPS = 1000  # epochs="auto": the SGD trajectory runs at least this many optimizer steps (and 20 epochs)
 
 
 class Subspace:
@@ -321,6 +324,10 @@ def train_subspace(build_model, x, y, cfg, num_samples=10, subspace="pca", rank=
     rank = check_positive_int("rank", rank)
     pre = _options.check_fraction("pretrain", pretrain)
     momentum = _options.check_fraction("momentum", momentum)
+    auto = is_auto(cfg.epochs)
+    if auto:  # the SGD trajectory: at least 20 epochs and AUTO_SGD_STEPS optimizer steps
+        per_epoch = int(math.ceil(len(x) / cfg.batch_size))
+        cfg = dataclasses.replace(cfg, epochs=max(20, _options.epochs_for(AUTO_SGD_STEPS, per_epoch)))
     total, per_epoch = _options.total_steps(len(x), cfg)
     if subspace == "pca" and rank > iterates - 1:
         raise InvalidInputError(
@@ -357,6 +364,8 @@ def train_subspace(build_model, x, y, cfg, num_samples=10, subspace="pca", rank=
                            opts["steps_per_execution"])
     options = {**opts, "subspace": subspace, "rank": rank, "iterates": iterates, "pretrain": pre,
                "momentum": momentum, "sampler": sampler, "burn_in": int(burn), "thinning": thin}
+    if auto:
+        options.update(epochs="auto", steps_run=int(total), epochs_run=int(cfg.epochs))
     col = run_chain(model, x, y, cfg, collection_steps(iterates, start, gap), total, "subspace", options,
                     description="subspace sgd", what="iterates")
     trainable_ids = {id(v) for v in model.trainable_weights}
