@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tflbayes.compress._common import copy_model, record
-from tflbayes.compress._targets import kernel_slots, keep_masks
+from tflbayes.compress._targets import kernel_slots, keep_masks, unpruned_layers
 
 __all__ = ["prune_members"]
 
@@ -38,7 +38,8 @@ def prune_members(posterior, sparsity: float, scope: str):
     from tflbayes.posterior import EnsemblePosterior, StochasticPosterior
 
     slots = kernel_slots(posterior.model)
-    entry = {"method": "magnitude", "sparsity": float(sparsity), "scope": scope}
+    entry = {"method": "magnitude", "sparsity": float(sparsity), "scope": scope,
+             "pruned": [sl.key for sl in slots], "skipped": unpruned_layers(posterior.model)}
     if isinstance(posterior, EnsemblePosterior):
         members = [prune_weights(ws, slots, sparsity, scope) for ws in posterior.members]
         return EnsemblePosterior(copy_model(posterior.model, members[0]), members, posterior.method,

@@ -20,11 +20,12 @@ import numpy as np
 
 from tflbayes._keras import keras, tf
 from tflbayes.compress._common import copy_model, finetune, record, seed_all, steps_per_epoch
-from tflbayes.compress._targets import kernel_slots
+from tflbayes.compress._targets import kernel_slots, unpruned_layers
 
 __all__ = ["prune_m_by_n", "m_by_n_mask", "is_m_by_n", "DEFAULTS", "M_BY_N"]
 
 M_BY_N = (2, 4)
+_M_BY_N_TYPES = ("Dense", "Conv2D")  # what TF-MOT's sparsity_m_by_n accepts
 DEFAULTS = {"epochs": 2, "learning_rate": 1e-4, "batch_size": 64, "seed": 0, "verbose": 0}
 
 
@@ -77,7 +78,11 @@ def prune_m_by_n(posterior, data=None, **options):
     from tflbayes.posterior import EnsemblePosterior
 
     opts = check_options("2:4", options, DEFAULTS)
-    slots = kernel_slots(posterior.model)
+    every = kernel_slots(posterior.model)
+    slots = [sl for sl in every if sl.layer_type in _M_BY_N_TYPES]
+    skipped = unpruned_layers(posterior.model)
+    skipped.update({sl.key: f"{sl.layer_type}: TF-MOT's m-by-n pattern covers Dense and Conv2D kernels only"
+                    for sl in every if sl.layer_type not in _M_BY_N_TYPES})
     members = []
     for i, ws in enumerate(posterior.members):
         if data is not None:
@@ -85,6 +90,7 @@ def prune_m_by_n(posterior, data=None, **options):
             ws = _finetuned(posterior.model, ws, *data, opts)
         members.append(_mask_weights(ws, slots))
     entry = {"method": "2:4", "m_by_n": list(M_BY_N), "fine_tuned": data is not None,
+             "pruned": [sl.key for sl in slots], "skipped": skipped,
              **({k: opts[k] for k in ("epochs", "learning_rate")} if data is not None else {})}
     return EnsemblePosterior(copy_model(posterior.model, members[0]), members, posterior.method,
                              record(posterior, entry), posterior.class_names)

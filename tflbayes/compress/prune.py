@@ -17,8 +17,11 @@ method          fits                         what it does
 ``2:4``         ensemble (``data`` optional) TF-MOT m-by-n sparsity, 2 zeros in every 4
 =============== ============================ =====================================================
 
-Pruned are the kernels of Dense / Conv2D layers (not biases), ``sparsity`` per layer by default
-(``scope="global"``: over all kernels together). The input posterior is never changed.
+Pruned are the kernels of Dense, Conv1D/2D, DepthwiseConv2D, SeparableConv and GRU/LSTM layers (kernel
+and recurrent kernel) and of the variational twins — never biases or normalization parameters —
+``sparsity`` per kernel by default (``scope="global"``: over all kernels together). What a method
+leaves alone is listed per layer, with the reason, in ``options["compression"][-1]["skipped"]`` and
+in ``sparsity(post)["skipped"]``. The input posterior is never changed.
 
 Example:
     >>> sparse = tb.compress.prune(ens, sparsity=0.9, method="magnitude")   # doctest: +SKIP
@@ -153,31 +156,40 @@ def prune(posterior, sparsity: Optional[float] = None, method: str = "magnitude"
 
 
 def sparsity(posterior) -> dict:
-    """The achieved fraction of zero kernel weights.
+    """The fraction of zero weights actually present in the posterior's prunable kernels.
 
-    Counts the kernels of Dense / Conv2D layers (over all members of an ensemble); a variational
-    weight counts as zero when ``μ = 0`` and ``σ ≤ 1e-20`` (how ``snr`` removes it).
+    Counts every kernel :func:`~tflbayes.compress._targets.kernel_slots` knows (Dense, Conv1D/2D,
+    DepthwiseConv2D, SeparableConv, GRU/LSTM kernels and recurrent kernels, the variational
+    twins; over all members of an ensemble), whether or not a pruning step touched it: the figure
+    is read from the weights, never from the request. A variational weight counts as zero when
+    ``μ = 0`` and ``σ ≤ 1e-20`` (how ``snr`` removes it).
 
     Returns:
-        ``{"overall": float, "layers": {layer name: float}}`` (``overall`` weights every layer by
-        its size).
+        ``{"overall": float, "layers": {layer: float}, "kernels": {layer or layer/kind: float},
+        "skipped": {layer: why}}``: ``overall`` weights every kernel by its size; ``layers`` pools
+        a layer's kernels (a GRU's kernel and recurrent kernel); ``skipped`` names the layers with
+        weights that hold no prunable kernel (normalization, ...).
     """
+    from tflbayes.compress._targets import unpruned_layers
     from tflbayes.compress.snr import softplus
 
     kind = _kind(posterior)
     slots = kernel_slots(posterior.model)
     sets = posterior.members if kind == "ensemble" else [posterior.model.get_weights()]
-    layers, zeros, total = {}, 0, 0
+    counts, kernels, zeros, total = {}, {}, 0, 0
     for sl in slots:
         z = 0
         for ws in sets:
-            k = np.asarray(ws[sl.index])
-            is_zero = k == 0
+            is_zero = np.asarray(ws[sl.index]) == 0
             if sl.rho is not None:
                 is_zero &= softplus(np.asarray(ws[sl.rho])) <= PRUNED_STD
             z += int(is_zero.sum())
         n = sl.size * len(sets)
-        layers[sl.layer] = z / n if n else 0.0
+        kernels[sl.key] = z / n if n else 0.0
+        zl, nl = counts.get(sl.layer, (0, 0))
+        counts[sl.layer] = (zl + z, nl + n)
         zeros += z
         total += n
-    return {"overall": zeros / total if total else 0.0, "layers": layers}
+    layers = {name: (z / n if n else 0.0) for name, (z, n) in counts.items()}
+    return {"overall": zeros / total if total else 0.0, "layers": layers, "kernels": kernels,
+            "skipped": unpruned_layers(posterior.model)}

@@ -63,17 +63,21 @@ def find_mask(model, weights, x, y, sparsity: float, scope: str, *, prune_epochs
         requested number of zeros per kernel.
     """
     import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 
     slots = kernel_slots(model)
     targets = _layer_targets(weights, slots, sparsity, scope)
-    by_name = {sl.layer: (t, sl.size) for sl, t in zip(slots, targets)}
+    by_name = {}  # layer -> (weights to prune, weights) over its kernels (a GRU has two)
+    for sl, t in zip(slots, targets):
+        t0, n0 = by_name.get(sl.layer, (0, 0))
+        by_name[sl.layer] = (t0 + t, n0 + sl.size)
     steps = steps_per_epoch(len(x), batch_size)
     freq = max(1, steps // 2)
     end = max(freq, (prune_epochs * steps // freq) * freq)  # the last mask update lands on the target
 
     def wrap(layer):
         t, size = by_name.get(layer.name, (0, 0))
-        if t == 0:
+        if t == 0 or not PruneRegistry.supports(layer):  # the exact one-shot cut below still applies
             return layer
         sched = tfmot.sparsity.keras.PolynomialDecay(0.0, t / size, 0, end, frequency=freq)
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=sched)

@@ -29,10 +29,18 @@ def softplus(x: np.ndarray) -> np.ndarray:
 
 
 def prune_snr(posterior, sparsity: float, scope: str, criterion: str = "snr"):
-    """A copy of the variational posterior with the lowest-SNR (or lowest-``|μ|``) kernel weights removed."""
+    """A copy of the variational posterior with the lowest-SNR (or lowest-``|μ|``) kernel weights removed.
+
+    ``criterion="magnitude"`` (what ``method="magnitude"`` uses) also prunes the deterministic
+    kernels of the model (a last-layer VI posterior's body, a GRU left deterministic) by ``|w|``;
+    ``criterion="snr"`` has no σ to rank those by and leaves them dense, listed in the record's
+    ``skipped``.
+    """
+    from tflbayes.compress._targets import unpruned_layers
     from tflbayes.posterior import StochasticPosterior
 
-    slots = [sl for sl in kernel_slots(posterior.model) if sl.rho is not None]
+    all_slots = kernel_slots(posterior.model)
+    slots = all_slots if criterion == "magnitude" else [sl for sl in all_slots if sl.rho is not None]
     ws = [np.array(w, dtype=np.float32, copy=True) for w in posterior.model.get_weights()]
     if criterion == "snr":
         scores = [np.abs(ws[sl.index]) / np.maximum(softplus(ws[sl.rho]), 1e-30) for sl in slots]
@@ -40,7 +48,14 @@ def prune_snr(posterior, sparsity: float, scope: str, criterion: str = "snr"):
         scores = [np.abs(ws[sl.index]) for sl in slots]
     for sl, m in zip(slots, keep_masks(scores, sparsity, scope)):
         ws[sl.index] = np.where(m, ws[sl.index], np.float32(0))
-        ws[sl.rho] = np.where(m, ws[sl.rho], np.float32(PRUNED_RHO))
-    entry = {"method": "snr", "criterion": criterion, "sparsity": float(sparsity), "scope": scope}
+        if sl.rho is not None:
+            ws[sl.rho] = np.where(m, ws[sl.rho], np.float32(PRUNED_RHO))
+    skipped = unpruned_layers(posterior.model)
+    for sl in all_slots:
+        if sl not in slots:
+            skipped[sl.key] = (f"{sl.layer_type}: deterministic kernel, no σ to rank by signal-to-noise "
+                               "(method='magnitude' prunes it by |w|)")
+    entry = {"method": "snr", "criterion": criterion, "sparsity": float(sparsity), "scope": scope,
+             "pruned": [sl.key for sl in slots], "skipped": skipped}
     return StochasticPosterior(copy_model(posterior.model, ws), posterior.method, record(posterior, entry),
                                posterior.class_names)
