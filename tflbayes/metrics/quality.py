@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from tflbayes._checks import check_positive_int
+from tflbayes._checks import check_classification, check_positive_int
 from tflbayes.errors import InvalidInputError
 from tflbayes.uncertainty.decompose import Prediction
 
@@ -314,6 +314,7 @@ def evaluate(model, x_test, y_test, x_ood=None, num_samples: Optional[int] = Non
         >>> report["ood_auroc_epistemic"]  # doctest: +SKIP
         0.97
     """
+    check_classification(model, "tb.metrics.evaluate")
     if not callable(getattr(model, "predict", None)):
         raise InvalidInputError(
             "Invalid value received for argument `model`. Expected an object with a "

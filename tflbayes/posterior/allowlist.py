@@ -59,6 +59,7 @@ TF_OPS = frozenset("""
 #: Keras modules a built-in object may come from (tf_keras resolves them inside its own API).
 MODULES = frozenset({"keras", "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints",
                      "keras.activations", "keras.mixed_precision", "keras.models", "builtins"})
+_TF_OP_MODULE = "tf_keras.src.layers.core.tf_op_layer"  # where tf_keras serialises TFOpLambda from
 _SPECIAL = frozenset({"__tuple__", "TensorShape", "Policy"})  # json_utils' and dtype-policy values
 _FUNCTION_KEYS = frozenset({"activation", "recurrent_activation"})
 
@@ -124,13 +125,14 @@ class _Walker:
             return
         if reg not in (None, cls):
             self.refuse(p, f"has registered_name {reg!r:.80}, which is not a tflbayes layer")
+        if cls in ("TFOpLambda", "SlicingOpLambda"):
+            fn = o["config"].get("function") if isinstance(o.get("config"), dict) else None
+            if module not in (None, *MODULES, _TF_OP_MODULE) or fn not in TF_OPS:
+                self.refuse(p, f"is a {cls} calling {fn!r:.80} (module {module!r:.80}), which is not one of the "
+                               "pure TF ops allowed")
+            return
         if module is not None and module not in MODULES:
             self.refuse(p, f"names class {cls!r:.80} from module {module!r:.80}, which is not a Keras module")
-        if cls in ("TFOpLambda", "SlicingOpLambda"):
-            fn = (o.get("config") or {}).get("function") if isinstance(o.get("config"), dict) else None
-            if fn not in TF_OPS:
-                self.refuse(p, f"is a {cls} calling {fn!r:.80}, which is not one of the pure TF ops allowed")
-            return
         if cls not in LAYERS | INITIALIZERS | REGULARIZERS | CONSTRAINTS:
             self.refuse(p, f"names class {cls!r:.80}, which is not on the allowlist (e.g. Lambda runs code)")
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from tflbayes._checks import check_inputs
-from tflbayes._io import sha256_file
+from tflbayes._io import check_member, read_json, sha256_file
 from tflbayes.errors import BundleError, InvalidInputError
 from tflbayes.runtime.manifest import validate_manifest
 from tflbayes.uncertainty import Prediction, decompose
@@ -25,6 +26,8 @@ from tflbayes.uncertainty import Prediction, decompose
 __all__ = ["Bundle", "load_bundle", "ABSTAIN"]
 
 ABSTAIN = "abstain"
+_MAX_MANIFEST_BYTES = 16 << 20
+_MAX_GRAPH_BYTES = 2 << 30  # a flatbuffer cannot be larger
 RUNTIMES = ("litert", "litert-reference", "tflm")
 
 
@@ -110,8 +113,12 @@ class Bundle:
         num_threads: LiteRT CPU threads (None: the interpreter's default).
         max_resident: for ``members`` bundles, how many member interpreters stay loaded
             (None: all; 1 streams members through memory one at a time).
-        use_edgetpu: for ``edgetpu`` bundles, run the compiled ``*_edgetpu.tflite`` body on a
-            Coral Edge TPU (needs ``libedgetpu``); otherwise the int8 body runs on the CPU.
+        use_edgetpu: for ``edgetpu`` bundles, run the compiled ``*_edgetpu.tflite`` body (or
+            members) on a Coral Edge TPU through the delegate ``libedgetpu.so.1`` (Coral's Edge TPU
+            runtime); otherwise the int8 body runs on the CPU.
+        edgetpu_device: which Edge TPU (pycoral's convention): None (the first found), ``":0"``,
+            ``":1"`` (by enumeration index), ``"usb"`` / ``"pci"`` (the first of that kind) or
+            ``"usb:0"`` / ``"pci:1"``.
         runtime: ``"litert"`` (LiteRT with its default XNNPACK kernels), ``"litert-reference"``
             (LiteRT's reference kernels) or ``"tflm"`` (TFLite Micro's Python interpreter,
             :mod:`tflbayes.runtime.tflm`: what a microcontroller computes).
@@ -119,19 +126,16 @@ class Bundle:
     """
 
     def __init__(self, path, num_threads: Optional[int] = None, max_resident: Optional[int] = None,
-                 use_edgetpu: bool = False, runtime: str = "litert", noise_seed: int = 0):
+                 use_edgetpu: bool = False, runtime: str = "litert", noise_seed: int = 0,
+                 edgetpu_device: Optional[str] = None):
         self.path = Path(path)
         if not self.path.is_dir():
             raise BundleError(f"Bundle folder {self.path} does not exist.")
         mpath = self.path / "manifest.json"
-        if not mpath.is_file():
+        if not mpath.is_file() and not mpath.is_symlink():
             raise BundleError(f"{mpath} is missing: not a tflbayes bundle.")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BundleError(f"{mpath} is not valid JSON ({e}); it may be truncated or edited.") from None
-        if not isinstance(manifest, dict):
-            raise BundleError(f"{mpath} must hold a JSON object.")
+        check_member(self.path, "manifest.json", BundleError, "manifest")
+        manifest = read_json(mpath, BundleError, "manifest", max_bytes=_MAX_MANIFEST_BYTES)
         self.manifest = validate_manifest(manifest, mpath)
         if max_resident is not None and (not isinstance(max_resident, int) or max_resident < 1):
             raise InvalidInputError(
@@ -148,6 +152,7 @@ class Bundle:
         self.num_threads = num_threads
         self.max_resident = max_resident
         self.use_edgetpu = use_edgetpu
+        self.edgetpu_device = _check_edgetpu_device(edgetpu_device, use_edgetpu, self.manifest, self.path)
         self._check_files()
         self._graphs = {}
         self._resident = []  # member files currently loaded, oldest first
@@ -191,30 +196,64 @@ class Bundle:
             pairs = [(st["file"], st["sha256"])] if st["kind"] == "graph" else list(
                 zip(st.get("files", []), st.get("sha256", [])))
             for f, digest in pairs:
-                fp = self.path / f
-                if not fp.is_file():
-                    raise BundleError(f"{fp} is missing (listed in manifest.json).")
-                if sha256_file(fp) != digest:
-                    raise BundleError(f"{fp} does not match the checksum in manifest.json: corrupt, truncated or replaced.")
+                self._verified_file(f, digest)
+
+    def _verified_file(self, name: str, digest) -> Path:
+        """``name`` inside the bundle folder (no symlink out), of a flatbuffer's size, with checksum ``digest``."""
+        if not (self.path / name).exists() and not (self.path / name).is_symlink():
+            raise BundleError(f"{self.path / name} is missing (listed in manifest.json).")
+        fp = check_member(self.path, name, BundleError, "graph file")
+        if fp.stat().st_size > _MAX_GRAPH_BYTES:
+            raise BundleError(f"{fp} is larger than a .tflite flatbuffer can be; refused.")
+        if not isinstance(digest, str) or sha256_file(fp) != digest:
+            raise BundleError(f"{fp} does not match the checksum in manifest.json: corrupt, truncated or replaced.")
+        return fp
+
+    def _edgetpu_file(self, st: dict) -> Optional[str]:
+        """The stage's compiled Edge TPU file when it is to run: inside the folder and checksummed."""
+        name = st.get("edgetpu_file")
+        if not (self.use_edgetpu and name) or not (self.path / name).exists():
+            return None
+        if name not in self._graphs:
+            if st.get("edgetpu_sha256") is None:
+                raise BundleError(
+                    f"{self.path / name} has no checksum in manifest.json (stage field `edgetpu_sha256`): "
+                    "only checksummed files run. Convert with edgetpu_compiler on PATH, which records it.")
+            self._verified_file(name, st["edgetpu_sha256"])
+        return name
+
+    def _compiled_member(self, name: str) -> Optional[Path]:
+        """With use_edgetpu: a member's co-compiled file (members stage ``edgetpu_files``), checksummed."""
+        if not self.use_edgetpu:
+            return None
+        for st in self.manifest["stages"]:
+            if st["kind"] == "members" and name in st.get("files", []) and st.get("edgetpu_files"):
+                i = st["files"].index(name)
+                compiled, digests = st["edgetpu_files"][i], st.get("edgetpu_sha256") or []
+                if not (self.path / compiled).exists():
+                    return None
+                if i >= len(digests):
+                    raise BundleError(f"{self.path / compiled} has no checksum in manifest.json (stage field "
+                                      "`edgetpu_sha256`): only checksummed files run.")
+                return self._verified_file(compiled, digests[i])
+        return None
 
     def _graph(self, name: str) -> _Graph:
         g = self._graphs.get(name)
         if g is None:
             delegates = None
-            path = self.path / name
-            if self.use_edgetpu and name.endswith("_edgetpu.tflite"):
-                from ai_edge_litert.interpreter import load_delegate
-
-                try:
-                    delegates = [load_delegate("libedgetpu.so.1")]
-                except (ValueError, OSError) as e:
-                    raise BundleError(f"Cannot load the Edge TPU delegate (libedgetpu.so.1): {e}") from None
+            path = self._compiled_member(name) or self.path / name
+            if self.use_edgetpu and path.name.endswith("_edgetpu.tflite"):
+                delegates = [_edgetpu_delegate(self.edgetpu_device)]
             if self.runtime == "tflm":
                 from tflbayes.runtime.tflm import TflmGraph
 
                 g = TflmGraph(path, self.manifest, self.noise)
             else:
                 g = _Graph(path, self.num_threads, delegates, reference=self.runtime == "litert-reference")
+                from tflbayes.runtime.noise import with_noise
+
+                g = with_noise(g, self.manifest, path, self.noise)  # noise inputs from the device's PRNG
             self._graphs[name] = g
         return g
 
@@ -251,15 +290,54 @@ class Bundle:
             if name in ("logits", "member_probs", "probs") and shape[-1] != len(m["class_names"]):
                 raise BundleError(
                     f"manifest.json lists {len(m['class_names'])} classes, {fname} output {name!r} has {shape[-1]}.")
+        self._check_precision(fname, g)
+        self._check_sampling()
+        for st in m["stages"][1:]:  # later graphs (a float head after an int8 body): S and classes too
+            if st["kind"] != "graph":
+                continue
+            for name, out in self._graph(st["file"]).outputs.items():
+                shape = list(out["shape"])
+                if (name in ("member_probs", "logits") and shape[0] != m["num_samples"]) or (
+                        name in ("member_probs", "probs") and shape[-1] != len(m["class_names"])):
+                    raise BundleError(f"manifest.json says num_samples={m['num_samples']} and "
+                                      f"{len(m['class_names'])} classes; {st['file']} output {name!r} has shape {shape}.")
+
+    def _check_sampling(self) -> None:
+        """``stochastic`` graphs sample (RANDOM_* ops); ``batched`` ones do not (LiteRT targets)."""
+        m = self.manifest
+        if m["mode"] not in ("batched", "stochastic") or m.get("target", "litert") != "litert":
+            return
+        ops = set()
+        for st in m["stages"]:
+            it = getattr(self._graph(st["file"]), "interpreter", None) if st["kind"] == "graph" else None
+            if it is None:
+                return
+            ops |= {str(d.get("op_name", "")) for d in it._get_ops_details()}
+        samples = any(o.startswith("RANDOM") for o in ops)
+        if samples != (m["mode"] == "stochastic"):
+            raise BundleError(f"manifest.json says mode {m['mode']!r}, but its graphs "
+                              f"{'sample (RANDOM ops)' if samples else 'have no random ops'}: the manifest was relabelled.")
+
+    def _check_precision(self, fname: str, g) -> None:
+        """The body graph's tensor types must be what ``precision`` says (a relabelled manifest is refused)."""
+        it = getattr(g, "interpreter", None)
+        if it is None:  # another runtime's graph (TFLite Micro): its own checks apply
+            return
+        dtypes = {np.dtype(t["dtype"]).name for t in it.get_tensor_details()}
+        prec = self.manifest["precision"]
+        has16, has8 = "float16" in dtypes, bool(dtypes & {"int8", "uint8"})
+        ok = {"float32": not has16 and not has8, "float16": has16, "dynamic": has8 and not has16}.get(prec, has8)
+        if not ok:
+            raise BundleError(f"manifest.json says precision {prec!r}, but {fname} holds tensors of "
+                              f"{sorted(dtypes & {'float16', 'int8', 'uint8'}) or 'float32 only'}: the manifest "
+                              "was relabelled or the file replaced.")
 
     # -- running ----------------------------------------------------------------------------
     def _run_batch(self, xb: np.ndarray) -> dict:
         values = {"x": xb}
         for st in self.manifest["stages"]:
             if st["kind"] == "graph":
-                fname = st["file"]
-                if self.use_edgetpu and st.get("edgetpu_file") and (self.path / st["edgetpu_file"]).is_file():
-                    fname = st["edgetpu_file"]
+                fname = self._edgetpu_file(st) or st["file"]
                 g = self._graph(fname)
                 values.update(g(**{k: values[k] for k in g.inputs}))
             elif st["kind"] == "members":
@@ -329,20 +407,62 @@ class Bundle:
                     f"{self.path}: no calibrated {score} threshold in manifest.json; convert with "
                     "calibration=(x_val, y_val) or pass threshold=."
                 )
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(threshold):
+            raise InvalidInputError(f"Invalid value received for argument `threshold`. Expected a finite number. "
+                                    f"Received: threshold={threshold!r}")
         pred = self.predict(x)
         u = getattr(pred, score)
         if u is None:
             raise BundleError(f"{self.path}: this bundle provides no {score} uncertainty; use score='total'.")
         names = self.class_names
-        return [ABSTAIN if ui > threshold else names[k] for ui, k in zip(u, pred.label)]
+        # non-finite outputs (inputs near the float32 limit overflow inside the graph) never pass as a class
+        finite = np.isfinite(u) & np.all(np.isfinite(pred.probs), axis=-1)
+        return [names[k] if ok and ui <= threshold else ABSTAIN for ui, k, ok in zip(u, pred.label, finite)]
+
+
+_EDGETPU_DEVICE = re.compile(r"^(?:(usb|pci)(?::\d+)?|:\d+)$")
+
+
+def _check_edgetpu_device(device, use_edgetpu: bool, manifest: dict, path: Path):
+    """Validate the Edge TPU selection; an Edge TPU run needs compiled files in the bundle."""
+    if device is not None and (not isinstance(device, str) or not _EDGETPU_DEVICE.match(device)):
+        raise InvalidInputError(
+            "Invalid value received for argument `edgetpu_device`. Expected None, ':<index>', 'usb', 'pci', "
+            f"'usb:<index>' or 'pci:<index>'. Received: edgetpu_device={device!r}")
+    if device is not None and not use_edgetpu:
+        raise InvalidInputError("edgetpu_device is given but use_edgetpu=False; pass use_edgetpu=True.")
+    if use_edgetpu:
+        if manifest["precision"] != "edgetpu":
+            raise BundleError(f"{path}: use_edgetpu=True needs a precision='edgetpu' bundle; this one is "
+                              f"{manifest['precision']!r}.")
+        if not any(f.endswith("_edgetpu.tflite") for f in (p.name for p in path.iterdir())):
+            cmd = (manifest.get("edgetpu") or {}).get("command", "edgetpu_compiler")
+            raise BundleError(f"{path}: no compiled *_edgetpu.tflite file; compile the bundle first: {cmd}")
+    return device
+
+
+def _edgetpu_delegate(device):
+    """The Edge TPU delegate from Coral's runtime library, or a BundleError saying what is missing."""
+    from ai_edge_litert.interpreter import load_delegate
+
+    try:
+        return load_delegate("libedgetpu.so.1", {"device": device} if device else {})
+    except (ValueError, OSError, RuntimeError) as e:
+        where = f" on device {device!r}" if device else ""
+        raise BundleError(
+            f"Cannot load the Edge TPU delegate libedgetpu.so.1{where}: {str(e).splitlines()[0] if str(e) else e}. "
+            "Install Coral's Edge TPU runtime (libedgetpu1-std) and attach the device, or load the bundle "
+            "with use_edgetpu=False to run the int8 graphs on the CPU.") from None
 
 
 def load_bundle(path, num_threads: Optional[int] = None, max_resident: Optional[int] = None,
-                use_edgetpu: bool = False, runtime: str = "litert", noise_seed: int = 0) -> Bundle:
+                use_edgetpu: bool = False, runtime: str = "litert", noise_seed: int = 0,
+                edgetpu_device: Optional[str] = None) -> Bundle:
     """Load a bundle folder written by :func:`tflbayes.convert` (validates files and manifest).
 
     ``runtime="tflm"`` runs the graphs in TFLite Micro's interpreter (what the MCU outputs),
     ``"litert-reference"`` on LiteRT's reference kernels; see :class:`Bundle`.
     """
     return Bundle(path, num_threads=num_threads, max_resident=max_resident, use_edgetpu=use_edgetpu,
-                  runtime=runtime, noise_seed=noise_seed)
+                  runtime=runtime, noise_seed=noise_seed, edgetpu_device=edgetpu_device)
