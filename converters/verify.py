@@ -23,7 +23,7 @@ from scipy.stats import norm
 from tflbayes.errors import VerificationError
 from tflbayes.uncertainty import decompose
 
-__all__ = ["TOLERANCES", "verify_bundle"]
+__all__ = ["TOLERANCES", "verify_bundle", "z_test"]
 
 TOLERANCES = {
     "float32": {"prob": 1e-4, "uncertainty": 1e-4, "argmax": 1.0, "slack": 0.0},
@@ -74,22 +74,35 @@ def _verify_deterministic(bundle, posterior, x, tol) -> dict:
     return report, failures
 
 
+def z_test(bundle_samples, keras_samples, slack: float = 0.0, alpha: float = 1e-4) -> dict:
+    """Two-sample z-test of the per-input, per-class mean probabilities (Bonferroni over inputs x classes).
+
+    ``bundle_samples`` ``[N_b, N, C]`` and ``keras_samples`` ``[N_k, N, C]`` are independent draws;
+    returns ``diff`` (mean difference), ``se``, ``z_critical``, ``excess`` (``|diff| - (z se + 1e-6 +
+    slack)``, > 0 where the test fails) and ``passed``.
+    """
+    b_samples, k_samples = np.asarray(bundle_samples, np.float64), np.asarray(keras_samples, np.float64)
+    n_b, n_k = len(b_samples), len(k_samples)
+    diff = b_samples.mean(0) - k_samples.mean(0)
+    se = np.sqrt(b_samples.var(0, ddof=1) / n_b + k_samples.var(0, ddof=1) / n_k)
+    z_crit = float(norm.ppf(1 - alpha / (2 * diff.size)))
+    excess = np.abs(diff) - (z_crit * se + 1e-6 + slack)
+    return {"diff": diff, "se": se, "z_critical": z_crit, "excess": excess, "passed": bool(np.all(excess <= 0))}
+
+
 def _verify_stochastic(bundle, posterior, x, tol, draws=512, alpha=1e-4) -> dict:
     x = x[:20]
     s = bundle.num_samples
     reps = max(1, math.ceil(draws / s))
     b_samples = np.concatenate([bundle.sample_probs(x) for _ in range(reps)])  # [R*S, N, C]
     k_samples = posterior.sample_probs(x, num_samples=draws)
-    n_b, n_k = len(b_samples), len(k_samples)
-    diff = b_samples.mean(0) - k_samples.mean(0)
-    se = np.sqrt(b_samples.var(0, ddof=1) / n_b + k_samples.var(0, ddof=1) / n_k)
-    z_crit = float(norm.ppf(1 - alpha / (2 * diff.size)))
-    excess = np.abs(diff) - (z_crit * se + 1e-6 + tol["slack"])
+    t = z_test(b_samples, k_samples, tol["slack"], alpha)
+    diff, se, z_crit, excess = t["diff"], t["se"], t["z_critical"], t["excess"]
     out = bundle.run(x)
     report = {
         "inputs": int(len(x)),
-        "draws_bundle": int(n_b),
-        "draws_keras": int(n_k),
+        "draws_bundle": int(len(b_samples)),
+        "draws_keras": int(len(k_samples)),
         "max_abs_mean_diff": float(np.max(np.abs(diff))),
         "z_critical": z_crit,
         "max_excess": float(np.max(excess)),

@@ -127,6 +127,9 @@ def frozen_logits(model, batch_size: int, input_shape):
     into constants (so the function converts on its own): a concrete function ``x -> [outputs]``."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    from tflbayes.converters.graphs.recurrent import unroll_recurrent
+
+    model = unroll_recurrent(model)  # GRU / LSTM loops written out: they quantize (and int8 does not crash)
     spec = tf.TensorSpec([batch_size, *input_shape], tf.float32, name="x")
     keras_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     return convert_variables_to_constants_v2(keras_fn.get_concrete_function())

@@ -41,7 +41,9 @@ def build_member(posterior, i: int, batch_size: int = 1):
         raise InvalidInputError(
             f"Invalid value received for argument `i`. Expected a member index in [0, {s - 1}]. Received: i={i!r}"
         )
-    model = posterior.member_model(int(i))
+    from tflbayes.converters.graphs.recurrent import unroll_recurrent
+
+    model = unroll_recurrent(posterior.member_model(int(i)))  # recurrent loops unrolled (see recurrent.py)
     spec = tf.TensorSpec([batch_size, *posterior.input_shape], tf.float32, name="x")
     keras_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     # Freeze the member's variables into constants: the converter only writes a signature when its
