@@ -159,3 +159,22 @@ def test_regenerated_fixtures_pass_the_junit_tests(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     junit = _run_junit(tmp_path, fixtures=out)
     assert junit.returncode == 0, (junit.stdout + junit.stderr)[-6000:]
+
+
+def test_copy_bundles_script_fills_the_app_assets(tmp_path, tiny_bundle):
+    sh = shutil.which("sh")
+    if sh is None:
+        pytest.skip("no POSIX sh here: android_demo/copy_bundles.sh cannot run")
+    src = Path(shutil.copytree(tiny_bundle, tmp_path / "ens-batched"))
+    (src / "model_edgetpu.tflite").write_bytes(b"compiled for Coral")  # must be left out
+    assets = tmp_path / "assets"
+    env = {**os.environ, "TFLBAYES_ASSETS": str(assets)}
+    script = str(ROOT / "android_demo" / "copy_bundles.sh")
+    proc = subprocess.run([sh, script, str(src)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (assets / "ens-batched").iterdir()) == ["manifest.json", "model.tflite"]
+    assert (assets / "ens-batched" / "model.tflite").read_bytes() == (src / "model.tflite").read_bytes()
+    tb.load_bundle(assets / "ens-batched")  # the copy is a valid bundle (checksums match)
+    proc = subprocess.run([sh, script, str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and "no manifest.json" in proc.stderr
+    assert sorted(p.name for p in assets.iterdir()) == ["ens-batched"]  # nothing half-written
