@@ -220,7 +220,10 @@ def test_mc_dropout_fixture_has_dropout_before_each_weight_layer_but_the_first(m
     assert kinds == ["Flatten", "Dense", "MCDropout", "Dense", "MCDropout", "Dense"]
     rates = [l.rate for l in mc_dropout.model.layers if isinstance(l, MCDropout)]
     assert rates == [0.25, 0.25]
-    assert mc_dropout.options == {"rate": None, "layers": "all", "num_samples": 16}
+    mc = [l.name for l in mc_dropout.model.layers if isinstance(l, MCDropout)]
+    fed = [mc_dropout.model.layers[i + 1].name for i, l in enumerate(mc_dropout.model.layers) if l.name in mc]
+    assert mc_dropout.options == {"rate": None, "layers": "auto", "num_samples": 16, "dropout_policy": "all",
+                                  "dropout_layers": mc, "dropout_feeds": {d: [f] for d, f in zip(mc, fed)}}
     assert mc_dropout.num_samples == 16
 
 
