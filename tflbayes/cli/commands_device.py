@@ -78,6 +78,11 @@ def convert(posterior, mode, precision, data, calibration, num_samples, batch_si
         ready = all(r["ready"] for r in e["readiness"].values())
         click.echo(f"Edge TPU: {'ready' if ready else 'NOT ready: ' + '; '.join(p for r in e['readiness'].values() for p in r['problems'][:2])}"
                    f"\ncompile with: {e['command']}")
+        pc = e.get("parameter_cache")
+        if pc:
+            click.echo(f"Edge TPU parameter cache: {pc['total_parameter_bytes'] / 2**20:.2f} MiB of int8 parameters, "
+                       f"~{pc['cache_bytes'] / 2**20:.2f} MiB on chip: "
+                       + ("all fit" if pc["fits"] else f"{pc['files_cached']} of {len(pc['parameter_bytes'])} file(s) cached"))
 
 
 @click.command()
@@ -87,15 +92,22 @@ def convert(posterior, mode, precision, data, calibration, num_samples, batch_si
 @click.option("--score", type=click.Choice(["epistemic", "total"]), default=None)
 @click.option("--json", "as_json", is_flag=True, help="print JSON lines instead of a table")
 @click.option("--threads", type=int, default=None, help="LiteRT CPU threads")
+@click.option("--edgetpu", is_flag=True, help="run the compiled *_edgetpu.tflite graphs on a Coral Edge TPU "
+              "(libedgetpu.so.1)")
+@click.option("--device", "edgetpu_device", default=None,
+              help="which Edge TPU (with --edgetpu): ':0', ':1', 'usb', 'pci', 'usb:0', ... (default: the first)")
 @click.option("--runtime", type=click.Choice(["litert", "litert-reference", "tflm"]), default="litert",
               show_default=True, help="litert-reference: LiteRT's reference kernels; tflm: TFLite Micro's "
               "interpreter (what a microcontroller computes)")
 @friendly_errors
-def predict(bundle, input_path, threshold, score, as_json, threads, runtime="litert"):
+def predict(bundle, input_path, threshold, score, as_json, threads, edgetpu, edgetpu_device, runtime="litert"):
     """Run a bundle on inputs: class or abstain, with total / aleatoric / epistemic uncertainty."""
     from tflbayes.runtime import load_bundle
 
-    b = load_bundle(bundle, num_threads=threads, runtime=runtime)
+    if edgetpu_device is not None and not edgetpu:
+        raise click.UsageError("--device selects an Edge TPU; pass it together with --edgetpu.")
+    b = load_bundle(bundle, num_threads=threads, use_edgetpu=edgetpu, edgetpu_device=edgetpu_device,
+                    runtime=runtime)
     p = Path(input_path)
     if p.suffix == ".npz":
         x, _ = _load_xy(p, "input")
