@@ -74,3 +74,16 @@ def test_save_load_and_bundles(batch_ensemble, digits, tmp_path):
     np.testing.assert_allclose(b.predict(x).probs, batch_ensemble.predict(x).probs, atol=1e-4)
     q = tb.convert(back, tmp_path / "q", precision="int8", representative_data=digits.x_train[:200])
     assert (q.predict(x).probs.argmax(1) == batch_ensemble.predict(x).probs.argmax(1)).mean() >= 0.9
+
+
+def test_functional_model_and_shared_layers():
+    from conftest import make_functional_mlp
+    from tflbayes.methods.batch_ensemble import to_batch_ensemble
+
+    model = to_batch_ensemble(make_functional_mlp(), 4)
+    assert model.output_shape == (None, 4, 10)
+    kinds = {type(l).__name__ for l in model.layers[2].layers}
+    assert "DenseBatchEnsemble" in kinds and "Dense" not in kinds
+    x = np.random.default_rng(0).random((5, 8, 8, 1)).astype(np.float32)
+    y = model(x).numpy()
+    assert y.shape == (5, 4, 10) and np.abs(y[:, 0] - y[:, 1]).max() > 1e-4  # members differ from the start

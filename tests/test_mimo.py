@@ -82,3 +82,11 @@ def test_cli_train_mimo(tmp_path):
                                    "-o", "num_samples=2", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert tb.load(out).num_samples == 2
+
+
+def test_functional_models_widen_too():
+    from conftest import make_functional_mlp
+
+    core, pred = to_mimo(make_functional_mlp(), 2)
+    assert core.input_shape == (None, 8, 8, 2) and pred.output_shape == (None, 2, 10)
+    assert core.get_layer("hidden0").kernel.shape == (128, 32)  # 64 pixels x 2 slots
