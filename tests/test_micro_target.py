@@ -90,6 +90,46 @@ def test_float32_batched_micro_bundle_runs_in_tflite_micro(micro_batched, ensemb
     np.testing.assert_allclose(pred.probs, ensemble.predict(digits.x_test[:10]).probs, atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def micro_mcd(tmp_path_factory, mc_dropout, digits):
+    """MC dropout on TFLite Micro: the dropout masks are graph inputs filled by the device PRNG."""
+    out = tmp_path_factory.mktemp("micro_mcd") / "bundle"
+    return tb.convert(mc_dropout, out, precision="float32", target="micro", num_samples=8,
+                      calibration=(digits.x_test[:100], digits.y_test[:100]))
+
+
+def test_mc_dropout_runs_in_tflite_micro_with_noise_inputs(micro_mcd, mc_dropout, digits):
+    m = micro_mcd.manifest
+    assert m["mode"] == "stochastic" and m["verification"]["runtime"] == "tflm"
+    # the z-test of the bundle's Monte Carlo mean against Keras MC dropout, run in TFLite Micro
+    assert m["verification"]["passed"] and m["verification"]["draws_bundle"] >= 512
+    assert not any(o.startswith("RANDOM") or o == "TILE" for ops in m["ops"].values() for o in ops)
+    noise = m["noise"]["inputs"]
+    assert noise and all(n["distribution"] == "uniform" for n in noise)  # dropout masks u >= rate
+    entries = m["stages"][0]["tensors"]["model.tflite"]["inputs"]
+    assert {e["name"] for e in entries if e.get("distribution")} == {n["name"] for n in noise}
+    assert "TB_MODEL_IN_NOISE_0_NOISE_UNIFORM 1" in (micro_mcd.path / "micro" / "bundle_config.h").read_text()
+
+
+def test_tflm_noise_is_the_c_library_stream_and_reproducible(micro_mcd, digits):
+    from tflbayes.uncertainty.prng import Xoshiro128
+
+    x = digits.x_test[:5]
+    a = tb.load_bundle(micro_mcd.path, runtime="tflm", noise_seed=7).sample_probs(x)
+    b = tb.load_bundle(micro_mcd.path, runtime="tflm", noise_seed=7)
+    assert np.array_equal(a, b.sample_probs(x))
+    assert not np.array_equal(a, tb.load_bundle(micro_mcd.path, runtime="tflm", noise_seed=8).sample_probs(x))
+    assert np.std(a, axis=0).max() > 1e-3  # the S samples differ: the masks are random
+    # the bundle drew exactly its noise inputs' sizes per invoke from xoshiro128** seeded with 7
+    per_invoke = sum(int(np.prod(n["shape"])) for n in b.manifest["noise"]["inputs"])
+    ref = Xoshiro128(7)
+    ref.uniform(per_invoke * len(x))
+    assert b.noise.s == ref.s
+    # LiteRT fills the same noise inputs from the same stream
+    lite = tb.load_bundle(micro_mcd.path, runtime="litert", noise_seed=7).sample_probs(x)
+    np.testing.assert_allclose(lite, a, atol=1e-5)
+
+
 @pytest.mark.skipif(GCC is not None, reason=str(GCC))
 def test_micro_folder_compiles_and_its_checksum_catches_an_edited_array(micro_members, tmp_path):
     micro = tmp_path / "micro"
@@ -125,12 +165,13 @@ def test_micro_folder_cross_compiles_for_cortex_m(micro_members, tmp_path, cpu):
 
 
 @pytest.mark.skipif(GXX is not None, reason=str(GXX))
-def test_example_main_is_valid_cpp_against_the_tflite_micro_api_surface(micro_members, micro_batched, tmp_path):
+def test_example_main_is_valid_cpp_against_the_tflite_micro_api_surface(micro_members, micro_batched, micro_mcd,
+                                                                       tmp_path):
     stub = toolchain.TEST_DIR / "tflm_stub"
     inc = tmp_path / "inc"
     inc.mkdir()
     (inc / "tb_resolver_ops.inc").write_text("".join(f"TB_OP({resolver_method(op)})\n" for op in sorted(TFLM_OPS)))
-    for b in (micro_members, micro_batched):
+    for b in (micro_members, micro_batched, micro_mcd):
         micro = b.path / "micro"
         r = subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", f"-I{stub}",
                             f"-I{inc}", f"-I{micro}", str(micro / "example_main.cc")], capture_output=True, text=True)
@@ -138,6 +179,7 @@ def test_example_main_is_valid_cpp_against_the_tflite_micro_api_surface(micro_me
     text = (micro_members.path / "micro" / "example_main.cc").read_text()
     assert "tb_decompose_logits(v_logits, TB_NUM_SAMPLES" in text and "tb_decide(" in text
     assert "AddFullyConnected" in text
+    assert "fill_noise(interpreter.input(0)" in (micro_mcd.path / "micro" / "example_main.cc").read_text()
 
 
 def test_resolver_method_names():

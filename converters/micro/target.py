@@ -18,7 +18,7 @@ from pathlib import Path
 from tflbayes.errors import ConversionError
 
 __all__ = ["TFLM_OPS", "MICRO_PRECISIONS", "check_micro_options", "check_micro_ops", "measure_micro",
-           "write_micro_folder", "op_layers"]
+           "write_micro_folder", "op_layers", "build_micro_stochastic", "annotate_noise"]
 
 MICRO_PRECISIONS = ("int8", "float32")
 TFLM_OPS = frozenset("""
@@ -61,13 +61,59 @@ def check_micro_options(posterior, mode: str, precision: str, sparse_layout: str
 
 
 def _noise_inputs_available() -> bool:
-    import inspect
-
     try:
-        from tflbayes.converters.graphs.stochastic import build_stochastic
+        from tflbayes.converters.graphs.stochastic_general import NOISE_SOURCES
     except ImportError:
         return False
-    return "noise" in inspect.signature(build_stochastic).parameters
+    return "inputs" in NOISE_SOURCES
+
+
+def build_micro_stochastic(posterior, request):
+    """``(Built, noise_specs)``: MC dropout / VI with the noise as graph inputs (no random op).
+
+    float32: one graph ``model.tflite`` (x and the noise in, the uncertainty out). int8: the
+    deterministic prefix in int8 (``body.tflite``, run once) and the sampling suffix with the head in
+    float (``head.tflite``: the prefix's features and the noise in), as for LiteRT int8 bundles.
+    ``noise_specs`` lists ``{"name", "shape", "distribution"}`` per noise input of the file that samples.
+    """
+    from tflbayes.converters.graphs.stochastic_general import build_stochastic_general, stochastic_cut
+    from tflbayes.converters.modes import Built, check_int8_layers
+
+    s, b = request.num_samples, request.batch_size
+    cut = stochastic_cut(posterior)
+    outputs = ["probs", "total", "aleatoric", "epistemic", "member_probs"]
+    if not request.int8:
+        fn, specs = build_stochastic_general(posterior, s, b, head=True, part="all", noise="inputs")
+        return Built([("model", fn)], outputs, cut.feature_names(), layout="general"), {"model.tflite": specs}
+    if not cut.has_prefix:
+        raise ConversionError(
+            f"Model {posterior.model.name!r} samples from its input: no deterministic prefix to run in int8 on the "
+            "microcontroller; use precision='float32' with target='micro'.")
+    check_int8_layers(cut.prefix_layers, request.precision)
+    body, _ = build_stochastic_general(posterior, s, b, part="prefix")
+    head, specs = build_stochastic_general(posterior, s, b, head=True, part="suffix", noise="inputs")
+    return Built([("body", body)], outputs, cut.feature_names(), head, "general"), {"head.tflite": specs}
+
+
+def annotate_noise(manifest: dict, noise_specs: dict) -> None:
+    """Mark the noise inputs in the manifest's tensor map (``distribution``) and list them in ``manifest["noise"]``."""
+    listed = []
+    for st in manifest["stages"]:
+        for f, entries in (st.get("tensors") or {}).items():
+            specs = {sp["name"]: sp for sp in noise_specs.get(f, [])}
+            for e in entries["inputs"]:
+                if e["name"] in specs:
+                    if list(specs[e["name"]]["shape"]) != e["shape"]:
+                        raise ConversionError(f"{f}: noise input {e['name']} has shape {e['shape']}, the builder "
+                                              f"says {specs[e['name']]['shape']}.")
+                    e["distribution"] = specs[e["name"]]["distribution"]
+                    listed.append({"file": f, "name": e["name"], "index": e["index"], "shape": e["shape"],
+                                   "distribution": e["distribution"]})
+    missing = sum(len(v) for v in noise_specs.values()) - len(listed)
+    if missing:
+        raise ConversionError(f"{missing} noise input(s) of the stochastic graph are missing from its .tflite inputs.")
+    manifest["noise"] = {"inputs": listed, "generator": "xoshiro128** (tb_rng_seed / tb_rng_uniform / tb_rng_normal), "
+                         "filled in input order before every invoke"}
 
 
 def op_layers(blob: bytes, op: str) -> list:
@@ -111,9 +157,13 @@ def _loads_in_tflm(blob: bytes, op: str) -> bool:
 
 def check_micro_ops(blobs: dict, posterior, mode: str, precision: str) -> None:
     """Refuse graphs with ops TFLite Micro lacks, naming the op, the file and the layer, and what works."""
-    for name, blob in blobs.items():
-        from tflbayes.converters.tflite import op_names
+    from tflbayes.converters.micro.rewrite import tile_to_broadcast
+    from tflbayes.converters.tflite import op_names
 
+    for name in list(blobs):  # TILE over size-1 axes (the stochastic builders' sample tiling) -> BROADCAST_TO
+        if "TILE" in op_names(blobs[name]):
+            blobs[name] = tile_to_broadcast(blobs[name], name)
+    for name, blob in blobs.items():
         for op in op_names(blob):
             if op in TFLM_OPS:
                 continue
@@ -143,10 +193,13 @@ def measure_micro(folder, manifest: dict) -> dict:
     from tflbayes.converters.micro.arena import measure_arena
     from tflbayes.runtime.manifest import stage_files
 
+    from tflbayes.converters.tflite import op_names
+
     folder = Path(folder)
     graphs = {}
     for st in manifest["stages"]:
         for f in stage_files(st):
+            manifest["ops"][f] = op_names((folder / f).read_bytes())  # after the micro rewrites
             graphs[f] = {"arena_bytes": measure_arena(folder / f), "flatbuffer_bytes": (folder / f).stat().st_size,
                          "ops": manifest["ops"][f]}
     per_invoke = sum(g["flatbuffer_bytes"] for g in graphs.values())

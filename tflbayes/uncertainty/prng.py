@@ -26,8 +26,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from tflbayes.errors import InvalidInputError
@@ -86,23 +84,36 @@ class Xoshiro128:
             raise InvalidInputError(f"Invalid value received for argument `n`. Expected an integer >= 0. Received: n={n!r}")
         return int(n)
 
+    def _u24(self, n: int) -> list:
+        # next_u32() >> 8, n times, with the state in locals (the hot loop of noise filling)
+        s0, s1, s2, s3 = self.s
+        out = [0] * n
+        for i in range(n):
+            x = (s1 * 5) & _M32
+            out[i] = ((((x << 7) | (x >> 25)) & _M32) * 9 & _M32) >> 8
+            t = (s1 << 9) & _M32
+            s2 ^= s0
+            s3 ^= s1
+            s1 ^= s2
+            s0 ^= s3
+            s2 ^= t
+            s3 = ((s3 << 11) | (s3 >> 21)) & _M32
+        self.s = [s0, s1, s2, s3]
+        return out
+
     def uniform(self, n: int) -> np.ndarray:
         """``n`` float32 uniforms in ``[0, 1)`` (24-bit resolution)."""
         n = self._check_n(n)
-        return np.array([(self.next_u32() >> 8) for _ in range(n)], dtype=np.float64).astype(np.float32) * np.float32(2.0 ** -24)
+        return (np.array(self._u24(n), dtype=np.float64) * 2.0 ** -24).astype(np.float32)
 
     def normal(self, n: int) -> np.ndarray:
         """``n`` float32 standard normals (Box-Muller pairs; the spare of an odd ``n`` is dropped)."""
         n = self._check_n(n)
-        out = np.empty(n, dtype=np.float64)
-        for i in range(0, n, 2):
-            u1 = (self.next_u32() >> 8) * 2.0 ** -24
-            u2 = (self.next_u32() >> 8) * 2.0 ** -24
-            r = math.sqrt(-2.0 * math.log(1.0 - u1))
-            out[i] = r * math.cos(2.0 * math.pi * u2)
-            if i + 1 < n:
-                out[i + 1] = r * math.sin(2.0 * math.pi * u2)
-        return out.astype(np.float32)
+        pairs = (n + 1) // 2
+        u = np.array(self._u24(2 * pairs), dtype=np.float64).reshape(pairs, 2) * 2.0 ** -24
+        r = np.sqrt(-2.0 * np.log(1.0 - u[:, 0]))
+        z = np.stack([r * np.cos(2.0 * np.pi * u[:, 1]), r * np.sin(2.0 * np.pi * u[:, 1])], axis=1).ravel()
+        return z[:n].astype(np.float32)
 
     def fill(self, distribution: str, shape) -> np.ndarray:
         """A float32 array of ``shape`` from ``"uniform"`` or ``"normal"``, filled in C (row-major) order."""
