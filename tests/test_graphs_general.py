@@ -73,7 +73,10 @@ ARCHS = {
 }
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("arch", [a if a != "gru" else pytest.param(a, marks=SLOW) for a in sorted(ARCHS)])
 def test_batched_float32_is_one_graph_equal_to_keras(tmp_path, arch):
     shape, build = ARCHS[arch]
     post, x, _ = _ensemble(build, shape)
@@ -94,7 +97,7 @@ def test_batched_mobilenet_v2_float32(tmp_path):
     assert "DEPTHWISE_CONV_2D" in _manifest(bundle)["ops"]["model.tflite"]
 
 
-@pytest.mark.parametrize("arch", ["resnet", "ds_cnn", "conv1d", "ln_mlp"])
+@pytest.mark.parametrize("arch", ["resnet", *(pytest.param(a, marks=SLOW) for a in ("ds_cnn", "conv1d", "ln_mlp"))])
 def test_batched_int8_agrees_with_keras(tmp_path, arch):
     shape, build = ARCHS[arch]
     post, x, y = _ensemble(build, shape, epochs=3)
@@ -124,7 +127,7 @@ def test_layout_packed_on_a_residual_model_names_the_layer(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("precision", ["int8", "dynamic", "float16"])
+@pytest.mark.parametrize("precision", ["int8", pytest.param("dynamic", marks=SLOW), pytest.param("float16", marks=SLOW)])
 def test_gru_is_unrolled_and_quantizes(tmp_path, precision):
     """The GRU's loop is written out (no WHILE), so int8 converts (the loop would crash the converter)
     and dynamic / float16 really quantize its weights."""
@@ -158,3 +161,93 @@ def test_mode_errors_say_which_mode_fits(tmp_path):
     post, _, _ = _ensemble(build, shape, members=2)
     with pytest.raises(ConversionError, match=r"use mode in \['members', 'batched'\]"):
         tb.convert(post, tmp_path / "b", mode="stochastic")
+
+
+# -- stochastic ----------------------------------------------------------------------------------
+def _last_layer_dropout(arch, rate=0.25):
+    """The architecture with MC dropout on the features that feed its classifier."""
+    from tflbayes.layers import MCDropout
+
+    shape, build = ARCHS[arch]
+    base = build()
+    feats = base.get_layer("logits").input
+    out = L.Dense(C, name="mc_logits")(MCDropout(rate, name="mc_drop")(feats))
+    return shape, tb.StochasticPosterior(keras.Model(base.input, out), "mc_dropout", {"num_samples": 16})
+
+
+def _vi_conv1d(estimator="flipout"):
+    from tflbayes.layers import VariationalConv1D, VariationalDense
+
+    inp = keras.Input((16, 3), name="x")
+    h = VariationalConv1D(8, 3, padding="same", activation="relu", estimator=estimator, init_std=0.1, name="vconv")(inp)
+    h = L.Concatenate(name="pools")([L.GlobalAveragePooling1D()(h), L.GlobalMaxPooling1D()(h)])
+    out = VariationalDense(C, estimator="reparameterization", init_std=0.1, name="vdense")(h)
+    return tb.StochasticPosterior(keras.Model(inp, out), "variational", {"num_samples": 16})
+
+
+@pytest.mark.parametrize("arch", ["resnet", *(pytest.param(a, marks=SLOW) for a in ("concat_multiply", "ds_cnn", "conv1d", "gru"))])
+def test_stochastic_last_layer_dropout(tmp_path, arch):
+    shape, post = _last_layer_dropout(arch)
+    x, _ = _data(shape)
+    bundle = tb.convert(post, tmp_path / "b", mode="stochastic", verification_data=x[:20])
+    m = _manifest(bundle)
+    # a chain the packed builder takes (the DS-CNN) keeps the packed layout; the others are general
+    assert m["layout"] == ("packed" if arch == "ds_cnn" else "general") and m["verification"]["passed"]
+    assert "RANDOM_UNIFORM" in m["ops"]["model.tflite"]
+    assert bundle.predict(x[:20]).epistemic.max() > 0
+
+
+@pytest.mark.slow
+def test_stochastic_int8_runs_the_prefix_in_int8_and_samples_in_float(tmp_path):
+    shape, post = _last_layer_dropout("resnet")
+    x, _ = _data(shape)
+    bundle = tb.convert(post, tmp_path / "b", mode="stochastic", precision="int8", representative_data=x)
+    m = _manifest(bundle)
+    assert m["layout"] == "general" and m["verification"]["passed"]
+    assert not any(o.startswith("RANDOM") for o in m["ops"]["body.tflite"]) and "CONV_2D" in m["ops"]["body.tflite"]
+    assert "RANDOM_UNIFORM" in m["ops"]["head.tflite"]
+
+
+@pytest.mark.parametrize("estimator", ["flipout", *(pytest.param(e, marks=SLOW) for e in ("local_reparameterization", "reparameterization"))])
+def test_stochastic_vi_functional_passes_the_z_test(tmp_path, estimator):
+    post = _vi_conv1d(estimator)
+    x, _ = _data((16, 3))
+    bundle = tb.convert(post, tmp_path / "b", mode="stochastic", verification_data=x[:20])
+    ops = _manifest(bundle)["ops"]["model.tflite"]
+    assert "RANDOM_STANDARD_NORMAL" in ops and not any(o.startswith("CUSTOM") for o in ops)
+
+
+def test_stochastic_int8_without_a_deterministic_prefix_is_refused(tmp_path):
+    from tflbayes.layers import VariationalDense
+
+    x, _ = _data((16, 3))
+    mlp = keras.Sequential([keras.Input((16, 3)), L.Flatten(), VariationalDense(8, activation="relu"),
+                            VariationalDense(C)])
+    for post in (_vi_conv1d(), tb.StochasticPosterior(mlp, "variational")):
+        with pytest.raises(ConversionError, match=r"no deterministic prefix to run in int8; use precision='dynamic'"):
+            tb.convert(post, tmp_path / "b", mode="stochastic", precision="int8", representative_data=x)
+        assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("which", ["dropout", "vi"])
+def test_noise_inputs_graph_has_no_random_op_and_the_same_distribution(which):
+    """noise='inputs': every random tensor is a named graph input; filled with U[0, 1) / N(0, 1)
+    the graph's samples pass the verification's z-test against Keras Monte Carlo."""
+    from tflbayes.converters.graphs.stochastic_general import build_stochastic_general, noise_arrays
+    from tflbayes.converters.tflite import op_names, to_tflite
+    from tflbayes.converters.verify import z_test
+    from ai_edge_litert.interpreter import Interpreter
+
+    post = _last_layer_dropout("ds_cnn")[1] if which == "dropout" else _vi_conv1d()
+    x, _ = _data(post.input_shape, n=1)
+    fn, specs = build_stochastic_general(post, 16, 1, noise="inputs")
+    assert specs and all(sp["name"] == f"noise_{i}" for i, sp in enumerate(specs))
+    assert {sp["distribution"] for sp in specs} == ({"uniform"} if which == "dropout" else {"uniform", "normal"})
+    blob = to_tflite(fn, post.model, "float32")
+    assert not any(o.startswith("RANDOM") for o in op_names(blob))
+    runner = Interpreter(model_content=blob).get_signature_runner()
+    rng = np.random.default_rng(3)
+    samples = np.concatenate([runner(x=x, **noise_arrays(specs, rng))["member_probs"] for _ in range(16)])
+    assert z_test(samples, post.sample_probs(x, num_samples=192))["passed"]
+    zeros = {sp["name"]: np.zeros(sp["shape"], np.float32) for sp in specs}  # the inputs drive the noise
+    assert not np.allclose(runner(x=x, **zeros)["probs"], samples.mean(0), atol=1e-4)
