@@ -38,8 +38,9 @@ def prune_members(posterior, sparsity: float, scope: str):
     from tflbayes.posterior import EnsemblePosterior, StochasticPosterior
 
     slots = kernel_slots(posterior.model)
+    skipped = unpruned_layers(posterior.model)
     entry = {"method": "magnitude", "sparsity": float(sparsity), "scope": scope,
-             "pruned": [sl.key for sl in slots], "skipped": unpruned_layers(posterior.model)}
+             **({"skipped": skipped} if skipped else {})}
     if isinstance(posterior, EnsemblePosterior):
         members = [prune_weights(ws, slots, sparsity, scope) for ws in posterior.members]
         return EnsemblePosterior(copy_model(posterior.model, members[0]), members, posterior.method,

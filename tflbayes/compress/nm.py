@@ -90,7 +90,7 @@ def prune_m_by_n(posterior, data=None, **options):
             ws = _finetuned(posterior.model, ws, *data, opts)
         members.append(_mask_weights(ws, slots))
     entry = {"method": "2:4", "m_by_n": list(M_BY_N), "fine_tuned": data is not None,
-             "pruned": [sl.key for sl in slots], "skipped": skipped,
+             **({"skipped": skipped} if skipped else {}),
              **({k: opts[k] for k in ("epochs", "learning_rate")} if data is not None else {})}
     return EnsemblePosterior(copy_model(posterior.model, members[0]), members, posterior.method,
                              record(posterior, entry), posterior.class_names)

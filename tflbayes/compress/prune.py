@@ -20,7 +20,7 @@ method          fits                         what it does
 Pruned are the kernels of Dense, Conv1D/2D, DepthwiseConv2D, SeparableConv and GRU/LSTM layers (kernel
 and recurrent kernel) and of the variational twins — never biases or normalization parameters —
 ``sparsity`` per kernel by default (``scope="global"``: over all kernels together). What a method
-leaves alone is listed per layer, with the reason, in ``options["compression"][-1]["skipped"]`` and
+leaves alone is listed per layer, with the reason, in ``options["compression"][-1]["skipped"]`` (when any) and
 in ``sparsity(post)["skipped"]``. The input posterior is never changed.
 
 Example:

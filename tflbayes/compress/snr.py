@@ -56,6 +56,6 @@ def prune_snr(posterior, sparsity: float, scope: str, criterion: str = "snr"):
             skipped[sl.key] = (f"{sl.layer_type}: deterministic kernel, no σ to rank by signal-to-noise "
                                "(method='magnitude' prunes it by |w|)")
     entry = {"method": "snr", "criterion": criterion, "sparsity": float(sparsity), "scope": scope,
-             "pruned": [sl.key for sl in slots], "skipped": skipped}
+             **({"skipped": skipped} if skipped else {})}
     return StochasticPosterior(copy_model(posterior.model, ws), posterior.method, record(posterior, entry),
                                posterior.class_names)
