@@ -26,8 +26,10 @@ import time
 from pathlib import Path
 
 __all__ = ["atomic_dir", "sha256_file", "read_json", "require_field", "write_json", "write_text", "load_npz",
-           "check_member", "digest_json", "clean_stale_temporaries", "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
+           "check_member", "digest_json", "clean_stale_temporaries", "MAX_JSON_BYTES", "MAX_JSON_DEPTH",
+           "ARTIFACT_MARKERS"]
 
+ARTIFACT_MARKERS = ("posterior.json", "manifest.json")  # what atomic_dir may replace: its own artifacts
 MAX_JSON_BYTES = 64 << 20  # metadata files are kilobytes; an architecture JSON a few megabytes at most
 MAX_JSON_DEPTH = 200  # a Keras architecture nests ~15 deep
 _STALE_AGE_S = 24 * 3600  # a temporary this old is stale even if its PID was reused
@@ -158,6 +160,9 @@ def atomic_dir(path):
     path = Path(path).absolute()
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise InvalidInputError(f"{path} exists and is not a folder; refusing to replace it.")
+    if path.is_dir() and any(path.iterdir()) and not any((path / m).exists() for m in ARTIFACT_MARKERS):
+        raise InvalidInputError(f"{path} is a non-empty folder that is not a tflbayes posterior or bundle; "
+                                "refusing to replace it (give a new path).")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

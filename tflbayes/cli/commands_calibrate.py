@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from tflbayes.cli._common import friendly_errors
+from tflbayes.cli._common import check_output_dir, friendly_errors
 
 __all__ = ["COMMANDS", "calibrate"]
 
@@ -23,6 +23,8 @@ def calibrate(posterior, data, fraction, method, out):
     """Fit a temperature on held-out data and write the calibrated posterior (bundles converted from it apply T)."""
     import tflbayes as tb
 
+    out = out or f"{str(Path(posterior)).rstrip('/')}-calibrated"
+    check_output_dir(out, "--out")
     post = tb.load(posterior)
     ds = tb.data.load(data)
     n = max(1, int(round(fraction * len(ds.x_test))))

@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from tflbayes.architectures import ARCHITECTURES
-from tflbayes.cli._common import friendly_errors, parse_options, print_table
+from tflbayes.cli._common import (
+    check_output_dir, check_output_file, check_output_folder, friendly_errors, parse_options, print_table,
+)
 from tflbayes.reporting import QUALITY_COLUMNS  # shared with the demo
 
 __all__ = ["COMMANDS", "train", "evaluate", "compress", "demo", "QUALITY_COLUMNS", "EPOCHS"]
@@ -62,6 +64,8 @@ def train(data, method, arch, members, rate, estimator, layers, extra, holdout, 
     import tflbayes as tb
     from tflbayes.architectures import builder
 
+    out = out or f"runs/{Path(str(data)).stem}-{method}"
+    check_output_dir(out, "--out")  # before training: a path that cannot be written fails now
     options = parse_options(extra)
     for key, value in (("members", members), ("rate", rate), ("estimator", estimator), ("layers", layers)):
         if value is not None:
@@ -83,7 +87,6 @@ def train(data, method, arch, members, rate, estimator, layers, extra, holdout, 
                    f"(predictive log-likelihood on {n} test inputs)")
     post.options.setdefault("data", {"name": ds.name, "holdout_classes": list(ds.holdout_classes)})
     post.options["arch"] = arch
-    out = out or f"runs/{Path(str(data)).stem}-{method}"
     post.save(out)
     acc = float((post.predict(ds.x_test).label == ds.y_test).mean())
     click.echo(f"trained {method} (S={post.num_samples}) in {seconds:.1f} s, test accuracy {acc:.4f}; wrote {out}")
@@ -102,6 +105,10 @@ def evaluate(posterior, data, ood_kinds, num_samples, plots, json_out):
     """Evaluate a posterior folder: accuracy, NLL, Brier, ECE, misclassification and OOD AUROC."""
     import tflbayes as tb
 
+    if json_out:
+        check_output_file(json_out, "--json")
+    if plots:
+        check_output_folder(plots, "--plots")
     post = tb.load(posterior)
     hold = (post.options.get("data") or {}).get("holdout_classes") or None
     ds = tb.data.load(data, holdout_classes=hold)
@@ -135,6 +142,7 @@ def demo(out, data, epochs, quiet):
     """Train MC dropout, VI and a deep ensemble on bundled data and compare them side by side."""
     from tflbayes.demo import run_demo
 
+    check_output_folder(out, "--out")
     run_demo(out, data=data, epochs=epochs, verbose=0 if quiet else 1)
 
 
@@ -157,6 +165,8 @@ def compress(posterior, method, sparsity, scope, criterion, data, extra, out):
     """Prune or quantization-aware fine-tune a posterior folder; writes a new posterior folder."""
     import tflbayes as tb
 
+    if out:
+        check_output_dir(out, "--out")
     post = tb.load(posterior)
     options = parse_options(extra)
     xy = None

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from tflbayes.cli._common import friendly_errors, print_table
-from tflbayes.errors import InvalidInputError
+from tflbayes.cli._common import check_output_dir, friendly_errors, print_table
+from tflbayes.errors import BundleError, InvalidInputError
 
 __all__ = ["COMMANDS", "convert", "predict", "inspect"]
 
@@ -38,16 +38,21 @@ def _load_xy(path, what):
 @click.option("--sparse-layout", type=click.Choice(["dense", "shared_mask", "tflite"]), default="dense",
               show_default=True, help="pruned kernels: dense constants, shared mask densified in the batched "
               "graph, or LiteRT's sparse format per member file")
+@click.option("--layout", type=click.Choice(["auto", "packed", "general"]), default="auto", show_default=True,
+              help="batched/stochastic graphs: packed (grouped convs, BATCH_MATMUL) for chains, general (the "
+              "members' own networks / the model's own layers) for any model; auto picks")
 @click.option("--target", type=click.Choice(["litert", "micro"]), default="litert", show_default=True,
               help="micro: a microcontroller bundle (int8/float32, TFLite Micro ops only, verified in TFLite Micro) "
               "with a micro/ folder of C sources")
 @click.option("--out", type=click.Path(), default=None, help="bundle folder (default bundles/<posterior>-<mode>-<precision>)")
 @friendly_errors
 def convert(posterior, mode, precision, data, calibration, num_samples, batch_size, coverage, allow_flex,
-            sparse_layout, out, target="litert"):
+            sparse_layout, out, target="litert", layout="auto"):
     """Convert a posterior folder to a verified LiteRT bundle."""
     import tflbayes as tb
 
+    out = out or f"bundles/{Path(posterior).name}-{mode or 'auto'}-{precision}"
+    check_output_dir(out, "--out")  # before converting
     post = tb.load(posterior)
     rep = cal = None
     if data is not None:
@@ -61,10 +66,9 @@ def convert(posterior, mode, precision, data, calibration, num_samples, batch_si
         cal = (x, y)
     if precision in ("int8", "edgetpu") and rep is None:
         raise click.UsageError(f"--precision {precision} needs representative inputs: pass --data digits|mnist|file.npz.")
-    out = out or f"bundles/{Path(posterior).name}-{mode or 'auto'}-{precision}"
     bundle = tb.convert(post, out, mode=mode, precision=precision, representative_data=rep, num_samples=num_samples,
                         calibration=cal, batch_size=batch_size, coverage=coverage, allow_flex=allow_flex,
-                        sparse_layout=sparse_layout, target=target)
+                        sparse_layout=sparse_layout, target=target, layout=layout)
     v = bundle.manifest["verification"]
     facts = ", ".join(f"{k}={v[k]:.3g}" for k in ("max_abs_prob_diff", "argmax_agreement", "max_excess") if k in v)
     click.echo(f"wrote {bundle.mode}/{bundle.precision} bundle (S={bundle.num_samples}, {bundle.size_bytes} bytes) "
@@ -106,6 +110,10 @@ def predict(bundle, input_path, threshold, score, as_json, threads, edgetpu, edg
 
     if edgetpu_device is not None and not edgetpu:
         raise click.UsageError("--device selects an Edge TPU; pass it together with --edgetpu.")
+    if threads is not None and threads < 1:
+        raise InvalidInputError(f"--threads must be >= 1, received {threads}.")
+    if threshold is not None and not np.isfinite(threshold):
+        raise InvalidInputError(f"--threshold must be a finite number, received {threshold}.")
     b = load_bundle(bundle, num_threads=threads, use_edgetpu=edgetpu, edgetpu_device=edgetpu_device,
                     runtime=runtime)
     p = Path(input_path)
@@ -161,18 +169,31 @@ def inspect(bundle, as_json):
     rows = []
     for f in b.files:
         raw = (b.path / f).read_bytes()
-        rows.append({"file": f, "bytes": len(raw), "gzip": len(gzip.compress(raw)), "ops": " ".join(m["ops"].get(f, []))})
+        ops = (m.get("ops") or {}).get(f) or ["(not recorded)"]
+        rows.append({"file": f, "bytes": len(raw), "gzip": len(gzip.compress(raw)), "ops": " ".join(ops)})
     print_table(rows, ["file", "bytes", "gzip", "ops"])
-    v = m.get("verification") or {}
+    v = m.get("verification") or {}  # validate_manifest checked it is an object
     click.echo("verification: " + ("passed" if v.get("passed") else "not run" if v.get("skipped") else "FAILED")
-               + "".join(f", {k}={v[k]:.3g}" for k in ("max_abs_prob_diff", "argmax_agreement", "max_excess", "head_max_diff") if k in v))
-    t = m.get("thresholds")
+               + "".join(f", {k}={_num(v[k])}" for k in ("max_abs_prob_diff", "argmax_agreement", "max_excess",
+                                                          "head_max_diff") if k in v))
+    t = m.get("thresholds")  # validated: score, a finite value for it, coverage in (0, 1] or absent
+    cov = f" keeps {t['coverage']:.0%} of in-distribution inputs" if t and t.get("coverage") is not None else ""
     click.echo("thresholds: " + ("none (convert with calibration data)" if not t else
-                                 f"{t['score']} <= {t[t['score']]:.4g} keeps {t['coverage']:.0%} of in-distribution inputs"))
-    if "edgetpu" in m:
-        for f, r in m["edgetpu"]["readiness"].items():
-            click.echo(f"Edge TPU {f}: {'ready' if r['ready'] else 'NOT ready'}" + "".join(f"\n  - {p}" for p in r["problems"]))
-        click.echo(f"compile with: {m['edgetpu']['command']}")
+                                 f"{t['score']} <= {t[t['score']]:.4g}{cov}"))
+    e = m.get("edgetpu")
+    if e is not None:
+        readiness = e.get("readiness") if isinstance(e, dict) else None
+        if not isinstance(readiness, dict) or not all(isinstance(r, dict) for r in readiness.values()):
+            raise BundleError(f"{b.path / 'manifest.json'}: field `edgetpu.readiness` must map files to reports.")
+        for f, r in readiness.items():
+            problems = r.get("problems") if isinstance(r.get("problems"), list) else []
+            click.echo(f"Edge TPU {f}: {'ready' if r.get('ready') is True else 'NOT ready'}"
+                       + "".join(f"\n  - {p}" for p in problems))
+        click.echo(f"compile with: {e.get('command', '(not recorded)')}")
+
+
+def _num(v) -> str:
+    return f"{v:.3g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)[:40]
 
 
 COMMANDS = [convert, predict, inspect]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from tflbayes.cli._common import friendly_errors, parse_options, print_table
+from tflbayes.cli._common import check_output_dir, check_output_folder, friendly_errors, parse_options, print_table
 from tflbayes.cli.commands_core import EPOCHS
 
 __all__ = ["COMMANDS", "distill"]
@@ -40,6 +40,7 @@ def distill(posterior, method, data, epochs, aux, loss, extra, search, budgets, 
     if loss is not None:
         options["loss"] = loss
     out = Path(out or f"runs/{Path(posterior).name}-{method}{'-search' if search else ''}")
+    (check_output_folder if search else check_output_dir)(out, "--out")  # before training the student
     kwargs = dict(method=method, epochs=epochs, x_aux=None if aux == "none" else "auto", seed=seed,
                   verbose=0 if quiet else 1, **options)
     if not search:
