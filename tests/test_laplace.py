@@ -126,3 +126,32 @@ def test_bad_inputs(digits):
     with pytest.raises(tb.InvalidInputError, match="prior_precision"):
         tb.laplace(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), (np.zeros((4, 3)), np.zeros(4, int)),
                    prior_precision=-1.0)
+
+
+def test_a_stored_unknown_link_is_named(laplace_diag, tmp_path):
+    import json
+    import warnings
+
+    laplace_diag.save(tmp_path / "lap")
+    meta_path = tmp_path / "lap" / "posterior.json"
+    meta = json.loads(meta_path.read_text())
+    meta["options"]["link"] = "bogus"
+    meta.pop("fields_sha256", None)  # as if written before field digests: the options check must catch it
+    meta_path.write_text(json.dumps(meta))
+    with warnings.catch_warnings(), pytest.raises(tb.PosteriorFormatError, match="link"):
+        warnings.simplefilter("ignore")
+        tb.load(tmp_path / "lap")
+
+
+def test_prior_precision_on_validation_data(digits, ensemble, mlp_builder):
+    n = len(digits.x_test) // 2
+    val = (digits.x_test[:n], digits.y_test[:n])
+    model = ensemble.member_model(0)  # a trained MAP network
+    tuned = tb.laplace(model, (digits.x_train, digits.y_train), structure="diag", prior_precision="val",
+                       validation_data=val)
+    marg = tb.laplace(model, (digits.x_train, digits.y_train), structure="diag")
+    assert tuned.options["prior_precision_tuning"] == "validation"
+    val_nll = lambda p: tb.metrics.nll(p.predict(val[0]).probs, val[1])  # noqa: E731
+    assert val_nll(tuned) <= val_nll(marg) + 1e-9  # both on the same grid; val picks the best there
+    with pytest.raises(tb.InvalidInputError, match="validation_data"):
+        tb.fit(mlp_builder, digits, method="laplace", epochs=1, verbose=0, prior_precision="val")

@@ -21,6 +21,10 @@ Laplace approximation of the marginal likelihood,
 
 (``lambda_k`` the eigenvalues of ``H``), maximised over ``ln delta`` on a grid (``optimize="grid"``,
 81 points in ``[1e-4, 1e4]``) or by L-BFGS with its analytic gradient (``"gradient"``).
+``prior_precision="val"`` instead picks, on the same grid, the ``delta`` whose predictive (the link;
+probit for ``"mc"``) has the lowest NLL on held-out data (laplace-torch's grid search): a network
+trained without weight decay fits its training data so well that the curvature there is tiny, and
+the evidence then prefers a wide, underconfident posterior.
 """
 from __future__ import annotations
 
@@ -104,9 +108,36 @@ def _tune(log_lik, theta_sq, eig, how: str) -> float:
     return float(np.exp(res.x[0]))
 
 
+def _logit_variance(phi, curv, delta):
+    """``[N, C]`` logit variances of features ``phi`` at prior precision ``delta`` (LaplaceHead's maths)."""
+    phit = np.concatenate([phi, np.ones((len(phi), 1))], axis=1)
+    if "h" in curv:
+        return (phit ** 2) @ (1.0 / (curv["h"] + delta))
+    k = 1.0 / (np.outer(curv["a"], curv["g"]) + delta)
+    return ((phit @ curv["u_a"]) ** 2) @ k @ (curv["u_g"] ** 2).T
+
+
+def _tune_on_validation(phi_val, logits_val, y_val, curv, link) -> float:
+    from tflbayes.posterior.dirichlet import alpha_from_logits
+    from tflbayes.posterior.laplace import bridge_log_alpha, probit_probs
+
+    best, best_nll = None, np.inf
+    for t in _GRID:
+        var = _logit_variance(phi_val, curv, float(np.exp(t)))
+        if link == "bridge":
+            a = alpha_from_logits(bridge_log_alpha(logits_val, var))
+            p = a / a.sum(-1, keepdims=True)
+        else:
+            p = probit_probs(logits_val, var)
+        nll = -np.mean(np.log(np.maximum(p[np.arange(len(y_val)), y_val], 1e-300)))
+        if nll < best_nll:
+            best, best_nll = float(np.exp(t)), nll
+    return best
+
+
 def fit_laplace(model, data, *, structure: str = "kron", hessian: str = "ggn", prior_precision="marglik",
                 optimize: str = "grid", link: str = "probit", num_samples: int = 100, class_names=None,
-                method: str = "laplace", options=None) -> LaplacePosterior:
+                method: str = "laplace", options=None, validation_data=None) -> LaplacePosterior:
     """A last-layer Laplace posterior around the trained Keras ``model`` (module docstring).
 
     Args:
@@ -114,10 +145,12 @@ def fit_laplace(model, data, *, structure: str = "kron", hessian: str = "ggn", p
         data: ``(x, y)``, the training data (the curvature is a sum over it).
         structure: ``"kron"`` (KFAC) or ``"diag"``.
         hessian: ``"ggn"`` (= Fisher) or ``"ef"`` (empirical Fisher).
-        prior_precision: ``"marglik"`` (tuned) or a float > 0.
+        prior_precision: ``"marglik"`` (tuned by the evidence), ``"val"`` (by held-out NLL; needs
+            ``validation_data``) or a float > 0.
         optimize: ``"grid"`` or ``"gradient"`` (how ``"marglik"`` is maximised).
         link: ``"probit"``, ``"bridge"`` or ``"mc"`` (the predictive of the posterior).
         num_samples: S of the MC predictive.
+        validation_data: ``(x_val, y_val)`` for ``prior_precision="val"``.
 
     Returns:
         A :class:`~tflbayes.posterior.laplace.LaplacePosterior` (its model shares the trained layers).
@@ -132,11 +165,13 @@ def fit_laplace(model, data, *, structure: str = "kron", hessian: str = "ggn", p
     check_choice("optimize", optimize, OPTIMIZERS)
     check_choice("link", link, LINKS)
     num_samples = check_positive_int("num_samples", num_samples)
-    fixed = prior_precision != "marglik"
+    fixed = prior_precision not in ("marglik", "val")
+    if prior_precision == "val" and validation_data is None:
+        raise InvalidInputError("prior_precision='val' tunes the prior on held-out data: pass validation_data=(x_val, y_val).")
     if fixed and (isinstance(prior_precision, bool) or not isinstance(prior_precision, numbers.Real)
                   or not prior_precision > 0):
         raise InvalidInputError(
-            "Invalid value received for argument `prior_precision`. Expected 'marglik' or a float > 0. "
+            "Invalid value received for argument `prior_precision`. Expected 'marglik', 'val' or a float > 0. "
             f"Received: prior_precision={prior_precision!r}")
     if not isinstance(model, keras.Model) or (not isinstance(model, keras.Sequential)
                                               and not getattr(model, "_is_graph_network", False)):
@@ -156,7 +191,14 @@ def fit_laplace(model, data, *, structure: str = "kron", hessian: str = "ggn", p
     eig = _eigenvalues(curv)
     log_lik = float(log_softmax(logits, axis=-1)[np.arange(len(y)), y].sum())
     theta_sq = float(np.sum(kernel ** 2) + np.sum(bias ** 2))
-    delta = float(prior_precision) if fixed else _tune(log_lik, theta_sq, eig, optimize)
+    if prior_precision == "val":
+        xv, yv = validation_data
+        xv = check_inputs(xv, tuple(model.input_shape[1:]), "validation_data[0]")
+        yv = check_labels(yv, len(xv), int(model.output_shape[-1]), name="validation_data[1]")
+        phi_v = forward(feats, xv)
+        delta = _tune_on_validation(phi_v, phi_v @ kernel + bias, yv, curv, link)
+    else:
+        delta = float(prior_precision) if fixed else _tune(log_lik, theta_sq, eig, optimize)
     evidence = log_marginal_likelihood(np.log(delta), log_lik, theta_sq, eig)[0]
 
     c = kernel.shape[1]
@@ -169,7 +211,8 @@ def fit_laplace(model, data, *, structure: str = "kron", hessian: str = "ggn", p
         cov = [curv["u_a"], 1.0 / (np.outer(curv["a"], curv["g"]) + delta), curv["u_g"]]
     head.set_weights([w.astype(np.float32) for w in (kernel, bias, *cov)])
     opts = {**(options or {}), "structure": structure, "hessian": hessian, "link": link,
-            "prior_precision": delta, "prior_precision_tuning": "fixed" if fixed else optimize,
+            "prior_precision": delta,
+            "prior_precision_tuning": "fixed" if fixed else "validation" if prior_precision == "val" else optimize,
             "log_marginal_likelihood": evidence, "num_samples": num_samples}
     return LaplacePosterior(lmodel, method, opts, class_names)
 
@@ -184,10 +227,12 @@ def train_laplace(build_model, x, y, cfg, **options):
     """Train the network (MAP, the usual Keras loop), then fit :func:`fit_laplace` on the training data."""
     for k, choices in (("structure", STRUCTURES), ("hessian", HESSIANS), ("optimize", OPTIMIZERS), ("link", LINKS)):
         check_choice(k, options[k], choices)
+    if options["prior_precision"] == "val" and cfg.validation_data is None:
+        raise InvalidInputError("prior_precision='val' needs validation_data=(x_val, y_val) in tb.fit.")
     _train.set_seed(cfg.seed)
     with _train.scope(cfg.strategy):
         model = _train.build(build_model, x.shape[1:], y)
         _last_dense(model)  # refuse before training
         _train.compile_classifier(model, cfg.learning_rate)
     _train.train(model, x, y, cfg, what="network (Laplace MAP)")
-    return fit_laplace(model, (x, y), class_names=cfg.class_names, **options)
+    return fit_laplace(model, (x, y), class_names=cfg.class_names, validation_data=cfg.validation_data, **options)

@@ -92,6 +92,17 @@ class LaplacePosterior(SingleNetworkPosterior):
         self.options["structure"] = head.structure
         self._features = None
 
+    @classmethod
+    def check_stored_options(cls, options, where) -> None:
+        """A stored Laplace posterior's ``link`` and ``structure`` must be known ones."""
+        from tflbayes.errors import PosteriorFormatError
+        from tflbayes.layers.laplace import STRUCTURES
+
+        for key, allowed in (("link", LINKS), ("structure", STRUCTURES)):
+            if key in options and options[key] not in allowed:
+                raise PosteriorFormatError(
+                    f"{where}: field `options.{key}` is {options[key]!r:.80}; expected one of {list(allowed)}.")
+
     @property
     def link(self) -> str:
         return self.options["link"]
