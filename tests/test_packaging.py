@@ -88,7 +88,7 @@ def test_wheel_holds_every_package_and_the_converters_files(tmp_path):
         if "__pycache__" not in f.parts:
             assert "tflbayes/converters/" + f.relative_to(ROOT / "converters").as_posix() in names, f
     assert not any(n.startswith("converters/") for n in names)
-    for f in sorted(p for p in (ROOT / "converters").rglob("*") if p.suffix in (".c", ".h", ".ld")):
+    for f in sorted(p for p in (ROOT / "converters").rglob("*") if p.suffix in (".c", ".cc", ".h", ".ld")):
         assert "tflbayes/converters/" + f.relative_to(ROOT / "converters").as_posix() in names, f  # package data
 
 

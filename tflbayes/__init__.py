@@ -18,6 +18,7 @@ from tflbayes.errors import (
     ConversionError,
     DivergenceError,
     InvalidInputError,
+    InvalidTypeError,
     PosteriorFormatError,
     TflbayesError,
     VerificationError,
@@ -63,7 +64,7 @@ _LAZY = {
 
 __all__ = [
     # errors
-    "TflbayesError", "InvalidInputError", "PosteriorFormatError", "BundleError",
+    "TflbayesError", "InvalidInputError", "InvalidTypeError", "PosteriorFormatError", "BundleError",
     "ConversionError", "VerificationError", "DivergenceError",
     # results
     "Prediction",

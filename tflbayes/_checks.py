@@ -1,12 +1,15 @@
 """Input checks shared by posteriors, bundles and training (numpy only)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
-from tflbayes.errors import InvalidInputError
+from tflbayes.errors import InvalidInputError, InvalidTypeError
 
 __all__ = ["check_inputs", "check_labels", "check_labelled", "check_choice", "check_positive_int", "check_positive_float",
-           "check_classification", "check_options"]
+           "check_classification", "check_options", "check_path", "as_float_array"]
 
 
 def check_inputs(x, input_shape, name: str = "x") -> np.ndarray:
@@ -132,3 +135,26 @@ def check_classification(posterior, where: str) -> None:
             "was trained with likelihood='regression'. Regression supports "
             "`tflbayes.methods.sampling.regression_predictive(posterior, x)` (predictive mean and std)."
         )
+
+
+def check_path(name: str, value) -> Path:
+    """``value`` as a :class:`~pathlib.Path`; anything but a ``str`` / ``os.PathLike`` raises
+    :class:`InvalidTypeError` (not the ``TypeError`` of ``Path(...)``)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidTypeError(
+            f"Invalid value received for argument `{name}`. Expected a path (str or os.PathLike). "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    return Path(value)
+
+
+def as_float_array(value, name: str) -> np.ndarray:
+    """``value`` as a float64 array; what numpy cannot read as numbers raises :class:`InvalidInputError`
+    naming the argument (not numpy's ``TypeError`` / ``ValueError``)."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(
+            f"`{name}` must be an array of numbers. Received: {type(value).__name__} "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None

@@ -3,6 +3,7 @@
 __all__ = [
     "TflbayesError",
     "InvalidInputError",
+    "InvalidTypeError",
     "PosteriorFormatError",
     "BundleError",
     "ConversionError",
@@ -17,6 +18,11 @@ class TflbayesError(Exception):
 
 class InvalidInputError(TflbayesError, ValueError):
     """An argument or an input array is wrong (shape, dtype, NaN/inf, unknown option)."""
+
+
+class InvalidTypeError(InvalidInputError, TypeError):
+    """An argument has the wrong type (a path that is not a str / os.PathLike, a model that is not a
+    Keras model, ...). Also a ``TypeError``, so callers that catch ``TypeError`` keep working."""
 
 
 class PosteriorFormatError(TflbayesError):

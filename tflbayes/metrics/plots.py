@@ -14,7 +14,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from tflbayes.errors import InvalidInputError
+from tflbayes._checks import check_path, check_positive_float, check_positive_int
+from tflbayes.errors import InvalidInputError, InvalidTypeError
 from tflbayes.metrics.quality import (
     _check_prediction,
     _check_scores,
@@ -32,6 +33,7 @@ def new_figure(height: float = 4.0, rows: int = 1, ratios=None):
     """A 5-inch-wide matplotlib ``Figure`` on the Agg canvas (no display needed) and its axes.
 
     ``rows`` axes stacked with a shared x axis, ``ratios`` their relative heights."""
+    height, rows = check_positive_float("height", height), check_positive_int("rows", rows)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -44,7 +46,10 @@ def new_figure(height: float = 4.0, rows: int = 1, ratios=None):
 def save_figure(fig, path: PathLike) -> Path:
     """Write ``fig`` to ``path`` atomically (temp file, then rename), in the format of its suffix
     (``.png``, ``.svg``, ``.pdf``, ...); an unsupported suffix raises :class:`InvalidInputError`."""
-    path = Path(path)
+    path = check_path("path", path)
+    if not callable(getattr(fig, "savefig", None)) or getattr(fig, "canvas", None) is None:
+        raise InvalidTypeError(f"Invalid value received for argument `fig`. Expected a matplotlib Figure. "
+                               f"Received: {type(fig).__name__}")
     fmt = path.suffix.lower().lstrip(".")
     supported = fig.canvas.get_supported_filetypes()
     if fmt not in supported:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from tflbayes._checks import check_classification, check_positive_int
+from tflbayes._checks import as_float_array, check_classification, check_positive_int
 from tflbayes.errors import InvalidInputError
 from tflbayes.uncertainty.decompose import Prediction
 
@@ -32,7 +32,7 @@ _CLIP = 1e-12
 
 
 def _check_probs(probs, name: str = "probs") -> np.ndarray:
-    p = np.asarray(probs, dtype=np.float64)
+    p = as_float_array(probs, name)
     if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 2:
         raise InvalidInputError(
             f"Invalid value received for argument `{name}`. Expected an array of shape [N, C] with "
@@ -72,7 +72,7 @@ def _check_labels(y, n: int, num_classes: int, name: str = "y") -> np.ndarray:
 
 
 def _check_scores(score, name: str, n: Optional[int] = None) -> np.ndarray:
-    s = np.asarray(score, dtype=np.float64)
+    s = as_float_array(score, name)
     if s.ndim != 1 or s.shape[0] < 1 or (n is not None and s.shape[0] != n):
         want = f"[{n}]" if n is not None else "[N] with N >= 1"
         raise InvalidInputError(

@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from tflbayes._checks import as_float_array
 from tflbayes.errors import InvalidInputError
 
 __all__ = ["Prediction", "entropy", "decompose", "dirichlet_decompose", "prediction_from_samples"]
@@ -43,12 +44,12 @@ def _xlogx(p: np.ndarray) -> np.ndarray:
 
 def entropy(p, axis: int = -1) -> np.ndarray:
     """Shannon entropy in nats along ``axis``; safe for exact zeros."""
-    p = np.asarray(p, dtype=np.float64)
+    p = as_float_array(p, "p")
     return -np.sum(_xlogx(p), axis=axis)
 
 
 def _check_samples(samples) -> np.ndarray:
-    s = np.asarray(samples, dtype=np.float64)
+    s = as_float_array(samples, "samples")
     if s.ndim != 3:
         raise InvalidInputError(
             f"Invalid value received for argument `samples`. Expected an array of shape "
@@ -120,7 +121,7 @@ def dirichlet_decompose(alpha):
     """
     from scipy.special import digamma
 
-    a = np.asarray(alpha, dtype=np.float64)
+    a = as_float_array(alpha, "alpha")
     if a.ndim != 2 or a.shape[1] < 2:
         raise InvalidInputError(
             f"Invalid value received for argument `alpha`. Expected shape [N, C] with C >= 2. "
