@@ -180,3 +180,32 @@ def test_coral_stream_on_the_cpu_fallback(members_tpu, tmp_path, digits, capsys)
     # the PNG was resized 32x32 -> 8x8 and scaled back to [0, 1]: close to the original digit
     assert np.abs(x[3] - digits.x_test[3]).mean() < 0.15
     assert stream.main([str(members_tpu), "--images", str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_stochastic_and_student(digits, untrained_ensemble):
+    from tflbayes.architectures import builder
+
+    build = builder("mlp", digits.input_shape, digits.num_classes)
+    mcd = tb.fit(build, (digits.x_train[:300], digits.y_train[:300]), method="mc_dropout", epochs=1, verbose=0,
+                 seed=0, num_samples=4)
+    student = tb.distill(untrained_ensemble, digits.x_train[:200], method="end2", epochs=1, augment=0, x_aux=None, seed=0)
+    return {"stochastic": mcd, "dirichlet": student}
+
+
+@pytest.mark.parametrize("mode", ["stochastic", "dirichlet"])
+def test_every_edgetpu_kind_passes_the_compiler16_check(tmp_path, digits, tiny_stochastic_and_student, mode):
+    b = tb.convert(tiny_stochastic_and_student[mode], tmp_path / mode, mode=mode, precision="edgetpu",
+                   representative_data=digits.x_train[:100], verify=False)
+    readiness = b.manifest["edgetpu"]["readiness"]
+    assert list(readiness) == ["body.tflite"]  # the float head (random ops / digamma) is not compiled
+    r = readiness["body.tflite"]
+    assert r["compiler16_accepts"] and r["ready"] and r["cpu_ops"] == 0, r
+    head_ops = {v["op"] for v in op_versions((b.path / "head.tflite").read_bytes())}
+    body_ops = {v["op"] for v in op_versions((b.path / "body.tflite").read_bytes())}
+    assert not any(o.startswith("RANDOM") for o in body_ops)
+    if mode == "stochastic":  # sampling (ops compiler 16 cannot even parse) stays in the CPU head
+        assert {"RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL"} & head_ops
+        assert not {"RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL"} & set(COMPILER16_MAX_VERSIONS)
+    else:  # the digamma head (LOG, DIV, ...) runs on the CPU
+        assert "LOG" in head_ops and "LOG" not in EDGETPU_OPS
