@@ -215,3 +215,20 @@ def test_variational_last_and_names_on_every_kind():
     assert variational_summary(to_variational(causal)) == {"variational": ["logits"], "deterministic": ["causal"]}
     with pytest.raises(InvalidInputError, match="'causal' \\(Conv1D\\).*padding='causal'"):
         to_variational(causal, layers=["causal"])
+
+
+def test_deterministic_layer_undoes_every_stochastic_twin():
+    from tflbayes.methods.transform import ConfigGraph, deterministic_layer
+
+    model = builder("ds_cnn", SHAPE, 10)()
+    for arch_model in (model, builder("conv1d", SHAPE, 10)()):
+        vi = to_mc_dropout(to_variational(arch_model), layers=["logits"])
+        g = ConfigGraph(vi)
+        for i, e in enumerate(g.entries):
+            twin = deterministic_layer(e)
+            if twin is not None:
+                g.replace(i, twin)
+        back = g.build()
+        assert [type(l) for l in back.layers if type(l) is not keras.layers.Dropout] == \
+            [type(l) for l in arch_model.layers]
+        assert back.count_params() == arch_model.count_params()
