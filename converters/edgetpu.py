@@ -27,6 +27,7 @@ parameter cache (about 8 MB of SRAM; compiler reports show at most ~7.2 MiB used
 """
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ from tflbayes.errors import ConversionError
 
 __all__ = ["EDGETPU_OPS", "COMPILER16_MAX_VERSIONS", "COMPILER16_TF_VERSION", "PARAMETER_CACHE_BYTES",
            "op_versions", "check_edgetpu", "require_compiler16", "parameter_bytes", "parameter_cache",
-           "compile_command", "run_compiler"]
+           "compile_command", "run_compiler", "parse_compiler_log"]
 
 #: The TensorFlow release whose TFLite op registry the Edge TPU compiler 16 carries.
 COMPILER16_TF_VERSION = "2.5"
@@ -251,5 +252,32 @@ def run_compiler(tflite_paths, out_dir, final_dir=None) -> dict:
     except (OSError, subprocess.TimeoutExpired) as e:
         return {"compiled": False, "command": cmd, "reason": f"edgetpu_compiler did not run: {e}"}
     outs = [Path(out_dir) / (Path(n).stem + "_edgetpu.tflite") for n in names]
+    log = proc.stdout + proc.stderr
     return {"compiled": proc.returncode == 0 and all(o.is_file() for o in outs), "command": cmd,
-            "log": (proc.stdout + proc.stderr)[-4000:], "files": [o.name for o in outs if o.is_file()]}
+            "log": log[-4000:], "files": [o.name for o in outs if o.is_file()], "report": parse_compiler_log(log)}
+
+
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+_FIELDS = {"on_chip_parameter_bytes": r"On-chip memory used for caching model parameters: ([\d.]+)(B|KiB|MiB|GiB)",
+           "on_chip_remaining_bytes": r"On-chip memory remaining for caching model parameters: ([\d.]+)(B|KiB|MiB|GiB)",
+           "off_chip_parameter_bytes": r"Off-chip memory used for streaming uncached model parameters: ([\d.]+)(B|KiB|MiB|GiB)"}
+
+
+def parse_compiler_log(log: str) -> list:
+    """Per compiled model of an ``edgetpu_compiler`` log: its input file, the parameter bytes cached on chip
+    and streamed from the host (the compiler's own account, which replaces :func:`parameter_cache`'s
+    estimate), the Edge TPU subgraphs and the ops mapped to the Edge TPU / left on the CPU."""
+    models = []
+    for block in re.split(r"(?m)^(?=Input model: )", log)[1:]:
+        entry = {"input_model": block.split("\n", 1)[0][len("Input model: "):].strip()}
+        for key, pattern in _FIELDS.items():
+            m = re.search(pattern, block)
+            entry[key] = int(round(float(m.group(1)) * _UNITS[m.group(2)])) if m else None
+        for key, pattern in (("edgetpu_subgraphs", r"Number of Edge TPU subgraphs: (\d+)"),
+                             ("ops_total", r"Total number of operations: (\d+)"),
+                             ("ops_on_edgetpu", r"Number of operations that will run on Edge TPU: (\d+)"),
+                             ("ops_on_cpu", r"Number of operations that will run on CPU: (\d+)")):
+            m = re.search(pattern, block)
+            entry[key] = int(m.group(1)) if m else None
+        models.append(entry)
+    return models

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes.util
 import importlib.util
 import json
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -209,3 +210,49 @@ def test_every_edgetpu_kind_passes_the_compiler16_check(tmp_path, digits, tiny_s
         assert not {"RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL"} & set(COMPILER16_MAX_VERSIONS)
     else:  # the digamma head (LOG, DIV, ...) runs on the CPU
         assert "LOG" in head_ops and "LOG" not in EDGETPU_OPS
+
+
+FAKE_COMPILER = """#!/bin/sh
+# stands in for edgetpu_compiler 16: copies each input to <stem>_edgetpu.tflite and prints its summary format
+out=.
+while [ "$#" -gt 0 ]; do
+  case "$1" in -s) shift ;; -o) out="$2"; shift 2 ;; *) break ;; esac
+done
+echo "Edge TPU Compiler version 16.0.384591198"
+for f in "$@"; do
+  stem=$(basename "$f" .tflite)
+  cp "$f" "$out/${stem}_edgetpu.tflite"
+  printf 'Input model: %s\\nOn-chip memory used for caching model parameters: 17.50KiB\\n' "$f"
+  printf 'On-chip memory remaining for caching model parameters: 6.50MiB\\n'
+  printf 'Off-chip memory used for streaming uncached model parameters: 0.00B\\nNumber of Edge TPU subgraphs: 1\\n'
+  printf 'Total number of operations: 5\\nNumber of operations that will run on Edge TPU: 5\\n'
+  printf 'Number of operations that will run on CPU: 0\\n'
+done
+"""
+
+
+def test_a_compiler_on_path_co_compiles_in_place_and_its_files_are_checksummed(tmp_path, monkeypatch,
+                                                                                untrained_ensemble, digits):
+    if shutil.which("sh") is None:
+        pytest.skip("no POSIX sh to run the stand-in compiler")
+    fake = tmp_path / "bin" / "edgetpu_compiler"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_COMPILER)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "tpu"
+    b = tb.convert(untrained_ensemble, out, mode="members", precision="edgetpu",
+                   representative_data=digits.x_train[:100], verify=False)
+    e = b.manifest["edgetpu"]
+    assert e["compile"]["compiled"], e["compile"]
+    assert e["compile"]["files"] == [f"member_{i:03d}_edgetpu.tflite" for i in range(3)]
+    report = e["compile"]["report"]
+    assert [r["input_model"] for r in report] == [f"member_{i:03d}.tflite" for i in range(3)]  # relative: ran in place
+    assert report[0]["on_chip_parameter_bytes"] == int(17.5 * 1024) and report[0]["ops_on_cpu"] == 0
+    st = b.manifest["stages"][0]
+    assert st["edgetpu_files"] == e["compile"]["files"]
+    assert st["edgetpu_sha256"] == [sha256_file(out / f) for f in st["edgetpu_files"]]
+    assert b.predict(digits.x_test[:2]).probs.shape == (2, 10)  # the CPU path is unchanged
+    if not ctypes.util.find_library("edgetpu"):
+        with pytest.raises(BundleError, match=r"libedgetpu\.so\.1"):  # the compiled members go to the delegate
+            tb.load_bundle(out, use_edgetpu=True)
