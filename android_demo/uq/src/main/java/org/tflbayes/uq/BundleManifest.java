@@ -17,7 +17,7 @@ import java.util.Map;
 public final class BundleManifest {
     public static final String FORMAT = "tflbayes-bundle";
     public static final int MAX_FORMAT_VERSION = 2;
-    public static final List<String> MODES = Arrays.asList("members", "batched", "stochastic", "dirichlet");
+    public static final List<String> MODES = Arrays.asList("members", "batched", "stochastic", "dirichlet", "single_pass");
     public static final List<String> PRECISIONS = Arrays.asList("float32", "float16", "dynamic", "int8", "edgetpu");
 
     /** One stage of the pipeline: a graph file, the member files, or the host head. */

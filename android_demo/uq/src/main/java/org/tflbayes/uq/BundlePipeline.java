@@ -17,7 +17,8 @@ import java.util.Map;
  *   <li>int8 / Edge TPU: the int8 body (input quantized with the manifest's scale and zero point, outputs
  *       dequantized), then the float head graph, or, with {@code hostHeads} (default), the same head on
  *       the host: {@code logits -> decomposeLogits} (batched), {@code alpha_logits -> dirichletFromLogits}
- *       (EnD²). A stochastic int8 head holds the random ops, so it always runs as a graph.</li>
+ *       (EnD²). Other heads (a stochastic int8 head holds the random ops; BDK/GPED, single-pass and
+ *       Laplace heads) always run as graphs.</li>
  * </ul>
  */
 public final class BundlePipeline {
@@ -96,7 +97,7 @@ public final class BundlePipeline {
             if (st.kind.equals("members")) {
                 values.put("logits", runMembers(st, values.get("x")));
             } else if (st.kind.equals("graph")) {
-                if (i > 0 && hostHeads && hostable(st)) {
+                if (i > 0 && hostHeads && hostable(manifest.mode(), st)) {
                     continue; // the same head runs on the host below
                 }
                 String file = st.files.get(0);
@@ -130,8 +131,13 @@ public final class BundlePipeline {
         return result;
     }
 
-    private static boolean hostable(BundleManifest.Stage st) {
-        return st.inputs.size() == 1 && (st.inputs.get(0).equals("logits") || st.inputs.get(0).equals("alpha_logits"));
+    /** The float heads whose maths this library has: the sample head of an ensemble, the EnD² Dirichlet head. */
+    private static boolean hostable(String mode, BundleManifest.Stage st) {
+        if (st.inputs.size() != 1) {
+            return false;
+        }
+        String in = st.inputs.get(0);
+        return (mode.equals("batched") && in.equals("logits")) || (mode.equals("dirichlet") && in.equals("alpha_logits"));
     }
 
     private Tensor runMembers(BundleManifest.Stage st, Tensor x) {
