@@ -8,11 +8,6 @@ from tflbayes.errors import InvalidInputError
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load("digits")
-
-
-@pytest.fixture(scope="module")
 def mnist():
     return load("mnist")
 

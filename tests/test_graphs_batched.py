@@ -5,7 +5,6 @@ LiteRT conversion, on the builtin kernels and on the default interpreter (XNNPAC
 """
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import tflbayes as tb
 from tflbayes._keras import keras, tf
@@ -18,6 +17,8 @@ from tflbayes.layers import MCDropout
 from tflbayes.posterior import EnsemblePosterior
 from tflbayes.uncertainty import decompose
 
+from _litert import interpreter, run
+
 S = 3
 TF_TOL = 1e-5  # tf.function vs Keras
 LITE_TOL = 1e-4  # LiteRT vs Keras
@@ -27,12 +28,7 @@ L = keras.layers
 
 # -- shared builders -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def digits():
-    return tb.data.load("digits")
-
-
-@pytest.fixture(scope="module")
-def posteriors(digits):
+def arch_ensembles(digits):
     """Tiny trained S=3 ensembles of the built-in MLP and CNN."""
     x, y = digits.x_train[:200], digits.y_train[:200]
     shape, c = x.shape[1:], int(y.max()) + 1
@@ -65,13 +61,11 @@ def _to_tflite(fn, post):
 
 
 def _interpreter(content, builtin=True):
-    kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
-    return Interpreter(model_content=content, experimental_op_resolver_type=kind)
+    return interpreter(content, builtin=builtin, allocate=False)
 
 
 def _run(content, x, builtin=True):
-    it = _interpreter(content, builtin)
-    return it.get_signature_runner("serving_default")(x=x)
+    return run(content, builtin=builtin, signature="serving_default", x=x)
 
 
 def _grouped_convs(it):
@@ -91,8 +85,8 @@ def _assert_head(out, probs, tol):
 
 # -- batched: tf.function ---------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_tf_function_matches_keras_ensemble(posteriors, digits, arch):
-    post, x = posteriors[arch], digits.x_test[:8]
+def test_tf_function_matches_keras_ensemble(arch_ensembles, digits, arch):
+    post, x = arch_ensembles[arch], digits.x_test[:8]
     fn = build_batched(post, batch_size=8, member_probs=True)
     out = {k: v.numpy() for k, v in fn(tf.constant(x)).items()}
     probs = post.sample_probs(x)
@@ -107,25 +101,25 @@ def test_tf_function_matches_keras_ensemble(posteriors, digits, arch):
 @pytest.mark.parametrize("layout", [Layout(first_dense="broadcast"), Layout(flatten_dense="transpose"),
                                     Layout(dense="conv")], ids=["broadcast", "transpose", "dense-conv"])
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_alternative_layouts_agree(posteriors, digits, arch, layout):
+def test_alternative_layouts_agree(arch_ensembles, digits, arch, layout):
     """The layouts the benchmark compares compute the same logits."""
-    post, x = posteriors[arch], digits.x_test[:3]
+    post, x = arch_ensembles[arch], digits.x_test[:3]
     out = build_batched(post, batch_size=3, head=False, layout=layout)(tf.constant(x))["logits"].numpy()
     np.testing.assert_allclose(out, _keras_logits(post, x), atol=TF_TOL, rtol=TF_TOL)
 
 
-def test_input_signature(posteriors):
-    fn = build_batched(posteriors["cnn"], batch_size=2)
+def test_input_signature(arch_ensembles):
+    fn = build_batched(arch_ensembles["cnn"], batch_size=2)
     (spec,) = fn.input_signature
     assert spec.shape.as_list() == [2, 8, 8, 1] and spec.dtype == tf.float32 and spec.name == "x"
     with pytest.raises(InvalidInputError, match="batch_size"):
-        build_batched(posteriors["cnn"], batch_size=0)
+        build_batched(arch_ensembles["cnn"], batch_size=0)
 
 
 # -- batched: LiteRT ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch,batch", [("mlp", 3), ("cnn", 1)])  # B > 1 for the CNN: the zoo test
-def test_litert_builtins_only_and_matches_keras(posteriors, digits, arch, batch):
-    post, x = posteriors[arch], digits.x_test[:batch]
+def test_litert_builtins_only_and_matches_keras(arch_ensembles, digits, arch, batch):
+    post, x = arch_ensembles[arch], digits.x_test[:batch]
     content = _to_tflite(build_batched(post, batch_size=batch, member_probs=True), post)
     it = _interpreter(content)
     ops = {op["op_name"] for op in it._get_ops_details()}
@@ -233,8 +227,8 @@ def test_chain_layers_inlines_nested_models():
 
 
 # -- members -------------------------------------------------------------------------------------------
-def test_member_graph_matches_keras_and_converts(posteriors, digits):
-    post, x = posteriors["cnn"], digits.x_test[:2]
+def test_member_graph_matches_keras_and_converts(arch_ensembles, digits):
+    post, x = arch_ensembles["cnn"], digits.x_test[:2]
     fn = build_member(post, 1, batch_size=2)
     ref = _keras_logits(post, x)[1]
     np.testing.assert_allclose(fn(tf.constant(x))["logits"].numpy(), ref, atol=TF_TOL, rtol=TF_TOL)

@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from ai_edge_litert.interpreter import Interpreter
 
 import tflbayes as tb
 from tflbayes._keras import keras, tf
@@ -20,6 +20,8 @@ from tflbayes.errors import ConversionError, InvalidInputError
 from tflbayes.layers import MCDropout, VariationalConv2D, VariationalDense
 from tflbayes.posterior import EnsemblePosterior, StochasticPosterior
 from tflbayes.uncertainty import decompose
+
+from _litert import interpreter, ops
 
 Z = 4.0  # tolerance in standard errors
 SLACK = 1e-4  # float32 LiteRT vs Keras arithmetic
@@ -62,10 +64,7 @@ def _convert(fn, model) -> bytes:
 
 
 def _interpreter(content: bytes) -> Interpreter:
-    it = Interpreter(model_content=content,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    it.allocate_tensors()
-    return it
+    return interpreter(content, builtin=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,7 +88,7 @@ def _litert_samples(name):
 
 
 def _ops(content: bytes) -> list:
-    return [op["op_name"] for op in _interpreter(content)._get_ops_details()]
+    return ops(content)
 
 
 # ------------------------------------------------------------------ (a) LiteRT builtins only

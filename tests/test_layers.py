@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import scipy.stats
 import tensorflow_probability as tfp
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
 from tflbayes._keras import keras, tf
 from tflbayes.layers import (
     ESTIMATORS,
@@ -20,6 +18,8 @@ from tflbayes.layers import (
     VariationalConv2D,
     VariationalDense,
 )
+
+from _litert import interpreter as litert_interpreter
 
 tfd = tfp.distributions
 
@@ -425,12 +425,7 @@ def test_variational_layers_tuple():
 def _convert(model):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex allowed
-    interpreter = Interpreter(
-        model_content=converter.convert(),
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    return interpreter
+    return litert_interpreter(converter.convert(), builtin=True)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
