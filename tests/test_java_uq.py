@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UQ = ROOT / "android_demo" / "uq"
 FIXTURES = UQ / "src" / "test" / "resources" / "bundles"
 GOLDEN = ROOT / "tests" / "golden" / "uncertainty_golden.json"
-MIN_JUNIT_TESTS = 57  # the count when this file was written: fewer means tests were lost
+MIN_JUNIT_TESTS = 58  # the count when this file was written: fewer means tests were lost
 
 
 def _junit_classpath():

@@ -78,6 +78,22 @@ public class ManifestTest {
     }
 
     @Test
+    public void formatVersion1HasNoTensorMap() {
+        String v1 = edit(batchedInt8, "\"format_version\": 2", "\"format_version\": 1").replace("\"tensors\":", "\"tensorz\":")
+                .replace("\"target\": \"litert\", ", "");
+        BundleManifest m = BundleManifest.parse(v1);
+        assertEquals("litert", m.target());
+        assertFalse(m.hasTensorMap("body.tflite"));
+        try {
+            m.inputIndex("body.tflite", "x");
+            fail("a version-1 manifest has no tensor indices");
+        } catch (IllegalArgumentException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("no tensor map for body.tflite"));
+        }
+        refused(edit(batchedInt8, "\"target\": \"litert\", ", ""), "`target`");  // version 2 needs it
+    }
+
+    @Test
     public void jsonIsStrict() {
         for (String bad : new String[] {"{\"a\": 1,}", "{'a': 1}", "{\"a\": 01}", "{\"a\": 1} x", "{\"a\": 1, \"a\": 2}",
                                         "[1 2]", "{\"a\": \"\\q\"}", "{\"a\": tru}", "", "{\"a\": 1.}", "{\"a\": .5}"}) {
