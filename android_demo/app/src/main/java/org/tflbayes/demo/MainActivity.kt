@@ -34,6 +34,11 @@ class MainActivity : AppCompatActivity() {
             vm.classify(canvas.pixels(h, w))
         }
         findViewById<Button>(R.id.clear).setOnClickListener { canvas.clear() }
+        val comparison = findViewById<TextView>(R.id.comparison)
+        findViewById<Button>(R.id.compare).setOnClickListener {
+            val (h, w) = vm.inputSize()
+            vm.compareAll(canvas.pixels(h, w))
+        }
         spinner.onItemSelectedListener = object : AdapterView.OnItemSelectedListener {
             override fun onItemSelected(p: AdapterView<*>?, v: View?, position: Int, id: Long) {
                 vm.select(spinner.adapter.getItem(position) as String)
@@ -56,6 +61,9 @@ class MainActivity : AppCompatActivity() {
                         else -> r.decision
                     }
                     latency.text = if (r == null) "" else getString(R.string.latency, s.selected, r.latencyMs)
+                    comparison.text = s.comparison.joinToString("\n") { (name, decision, ms) ->
+                        getString(R.string.comparison_row, name, decision, ms)
+                    }
                     // bars on the scale of the largest possible entropy, ln C
                     val max = ln(r?.uncertainty?.meanProbs?.size?.toDouble() ?: 10.0)
                     val values = listOf(r?.uncertainty?.total, r?.uncertainty?.aleatoric, r?.uncertainty?.epistemic)

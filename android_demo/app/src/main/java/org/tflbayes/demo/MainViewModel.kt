@@ -16,6 +16,8 @@ class MainViewModel(app: Application) : AndroidViewModel(app) {
         val selected: String? = null,
         val result: BundleClassifier.Result? = null,
         val error: String? = null,
+        /** The last drawing on every bundle: name -> (decision, latency ms). */
+        val comparison: List<Triple<String, String, Double>> = emptyList(),
     )
 
     private val assets = app.assets
@@ -41,6 +43,24 @@ class MainViewModel(app: Application) : AndroidViewModel(app) {
         viewModelScope.launch {
             val r = withContext(Dispatchers.Default) { runCatching { c.classify(pixels) } }
             _state.value = _state.value.copy(result = r.getOrNull(), error = r.exceptionOrNull()?.message)
+        }
+    }
+
+    /** Runs the drawing through every bundle in the assets, to compare their answers and latencies. */
+    fun compareAll(pixels: FloatArray) {
+        viewModelScope.launch {
+            val rows = withContext(Dispatchers.Default) {
+                _state.value.bundles.mapNotNull { name ->
+                    runCatching {
+                        BundleClassifier(assets, name).use { c ->
+                            c.classify(pixels)  // warm-up: the first invoke allocates
+                            val r = c.classify(pixels)
+                            Triple(name, r.decision, r.latencyMs)
+                        }
+                    }.getOrNull()
+                }
+            }
+            _state.value = _state.value.copy(comparison = rows)
         }
     }
 
