@@ -24,14 +24,27 @@ NO_NETWORK = ("NewConnectionError", "Temporary failure in name resolution", "Net
               "No matching distribution found for ai-edge-litert", "Could not fetch URL")
 
 
+def _readme_runtime_line() -> list:
+    """The README's edge-board install command (the ``pip install`` line that says "edge board")."""
+    lines = [ln for ln in (ROOT / "README.md").read_text().splitlines()
+             if ln.startswith("pip install") and "edge board" in ln]
+    assert len(lines) == 1, f"README.md should have one edge-board install line, found {lines}"
+    return lines[0].split("#", 1)[0].split()
+
+
+def test_readme_runtime_line_installs_the_base_package_only():
+    assert _readme_runtime_line() == ["pip", "install", "."]  # no extra: the base dependencies are the runtime
+
+
 @pytest.fixture(scope="module")
 def runtime_venv(tmp_path_factory):
-    """``python -m venv`` + the README's runtime install line, run from a copy-free checkout path."""
+    """``python -m venv`` (no system site-packages) + the README's runtime install line, in the checkout."""
     env_dir = tmp_path_factory.mktemp("edge") / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False, clear=True).create(env_dir)
     py = env_dir / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    proc = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "."],
+    pip, install, *args = _readme_runtime_line()
+    proc = subprocess.run([str(py), "-m", pip, install, "--quiet", "--disable-pip-version-check", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     if proc.returncode != 0:
         if any(s in proc.stderr for s in NO_NETWORK):
