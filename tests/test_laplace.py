@@ -155,3 +155,12 @@ def test_prior_precision_on_validation_data(digits, ensemble, mlp_builder):
     assert val_nll(tuned) <= val_nll(marg) + 1e-9  # both on the same grid; val picks the best there
     with pytest.raises(tb.InvalidInputError, match="validation_data"):
         tb.fit(mlp_builder, digits, method="laplace", epochs=1, verbose=0, prior_precision="val")
+
+
+def test_bridge_bundle_runs_on_tflite_micro(laplace_diag, digits, tmp_path):
+    # no random op, builtins TFLite Micro has: the closed-form head converts for microcontrollers
+    post = laplace_diag.with_link("bridge")
+    b = tb.convert(post, tmp_path / "micro", target="micro", precision="int8",
+                   representative_data=digits.x_train[:200], calibration=(digits.x_test[:60], digits.y_test[:60]))
+    assert b.manifest["verification"]["passed"]
+    assert (tmp_path / "micro" / "micro").is_dir()
