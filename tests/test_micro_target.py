@@ -232,3 +232,15 @@ def test_cli_predict_runs_in_tflite_micro(micro_members, digits, tmp_path):
     ref = micro_members.predict(digits.x_test[:3])
     assert [row["class"] for row in rows] == [micro_members.class_names[k] for k in ref.label]
     np.testing.assert_allclose([row["epistemic"] for row in rows], ref.epistemic, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_variational_int8_runs_in_tflite_micro_with_normal_noise(variational, digits, tmp_path):
+    # VI: the weight noise (local reparameterization) is standard normal graph inputs; int8 prefix, float suffix
+    b = tb.convert(variational, tmp_path / "vi", precision="int8", target="micro", num_samples=8,
+                   representative_data=digits.x_train[:200], calibration=(digits.x_test[:100], digits.y_test[:100]))
+    m = b.manifest
+    assert m["verification"]["passed"] and {"xnnpack", "reference", "tflm"} <= set(m["verification"]["kernels"])
+    assert {n["distribution"] for n in m["noise"]["inputs"]} == {"normal"}
+    assert all(n["file"] == "head.tflite" for n in m["noise"]["inputs"])  # the int8 prefix is deterministic
+    assert not any(o.startswith("RANDOM") for ops in m["ops"].values() for o in ops)

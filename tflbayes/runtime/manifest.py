@@ -17,9 +17,15 @@ Top-level fields (version 2): ``format`` (``"tflbayes-bundle"``), ``format_versi
 ``input`` (``name``, ``shape`` with the static batch first, ``dtype``, int8 ``quantization``
 ``{scale, zero_point}``), ``outputs`` (name -> meaning, see :func:`output_meanings`),
 ``postprocessing``, ``stages``, ``ops`` (file -> sorted op names), ``thresholds`` (calibrated
-abstention thresholds or null), ``verification`` (the conversion-time report), ``provenance``;
-optional ``edgetpu`` and ``micro`` (per graph ``arena_bytes``, ``flatbuffer_bytes``, the TFLite
-Micro version; see :mod:`tflbayes.converters.micro`).
+abstention thresholds or null), ``verification`` (the conversion-time report; int8 bundles add
+``kernels``: the result on XNNPACK, LiteRT's reference kernels and TFLite Micro, and their
+``spread``), ``provenance``; optional ``edgetpu``, ``micro`` and ``noise``:
+
+- ``micro`` (``target="micro"``): ``{"tflite_micro": version, "graphs": {file: {"arena_bytes",
+  "flatbuffer_bytes", "ops"}}, "flash_bytes", "arena_bytes_max", "folder": {"path": "micro",
+  "files": {name: sha256}}}`` — ``arena_bytes`` is the smallest arena that allocated and invoked;
+- ``noise`` (stochastic micro bundles): ``{"inputs": [{"file", "name", "index", "shape",
+  "distribution"}], "generator"}`` — the random tensors the device fills before every invoke.
 
 **Tensor map** (``stages[i]["tensors"]``, version 2, every target): for each ``.tflite`` file of
 the stage, what C (TFLite Micro ``interpreter.input(i)``) and Java (``Interpreter.getInputTensor(i)``)
@@ -301,6 +307,10 @@ def _check_consistency(m, where) -> None:
     if (mode == "members") != bool(members):
         raise BundleError(f"{where}: mode {mode!r} does not match the stages "
                           f"({'a members stage' if mode == 'members' else 'no members stage'} expected).")
+    if m["format_version"] >= 2 and ("edgetpu" in m or any("edgetpu_file" in st for st in stages)) != (prec == "edgetpu") \
+            and not (prec == "edgetpu" and mode == "members"):
+        raise BundleError(f"{where}: precision {prec!r} does not match the Edge TPU fields (an edgetpu bundle has an "
+                          "`edgetpu` section and an edgetpu_file per body graph; no other has).")
     want_post = "host" if mode == "members" else "cpu_graph" if int8 else "in_graph"
     if m["postprocessing"] != want_post:
         raise BundleError(f"{where}: postprocessing {m['postprocessing']!r} does not match mode {mode!r} and "
@@ -317,6 +327,17 @@ def _check_consistency(m, where) -> None:
             digest = st.get("edgetpu_sha256")
             if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
                 raise BundleError(f"{where} stages[{i}]: edgetpu_sha256 must be 64 lowercase hex digits.")
+        etpus = st.get("edgetpu_files")
+        if etpus is not None:  # a members stage's compiled files, one per member
+            digests = st.get("edgetpu_sha256")
+            if prec != "edgetpu" or not isinstance(etpus, list) or len(etpus) != len(st.get("files") or []) or not all(
+                    isinstance(f, str) and Path(f).name == f and f.endswith(".tflite") for f in etpus):
+                raise BundleError(f"{where} stages[{i}]: edgetpu_files must list one plain .tflite name inside the "
+                                  "bundle folder per member, in an edgetpu bundle.")
+            if digests is not None and not (isinstance(digests, list) and len(digests) == len(etpus) and all(
+                    isinstance(d, str) and len(d) == 64 and set(d) <= _HEX for d in digests)):
+                raise BundleError(f"{where} stages[{i}]: edgetpu_sha256 must list 64-hex-digit checksums, one per "
+                                  "file of edgetpu_files.")
     outputs = m.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in outputs.items()):
