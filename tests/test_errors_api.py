@@ -138,3 +138,20 @@ def test_path_and_array_checks_name_the_argument():
     assert str(check_path("out", "a/b")) == "a/b"
     with pytest.raises(InvalidInputError, match="`probs` must be an array of numbers"):
         as_float_array([[1.0, "x"]], "probs")
+
+
+@pytest.mark.parametrize("method", [
+    "predict", "sample_probs",
+    pytest.param("save", marks=pytest.mark.xfail(strict=True, reason=f"Path(path) TypeError: {_E}")),
+    pytest.param("member_model", marks=pytest.mark.xfail(strict=True, reason=f"list index TypeError: {_E}")),
+])
+def test_posterior_methods_refuse_a_foreign_argument(untrained_ensemble, method):
+    with pytest.raises(TflbayesError):
+        getattr(untrained_ensemble, method)(BAD)
+
+
+@pytest.mark.parametrize("method", ["predict", "sample_probs", "run", "decide"])
+def test_bundle_methods_refuse_a_foreign_argument(tiny_bundle, method):
+    b = tb.load_bundle(tiny_bundle)
+    with pytest.raises(TflbayesError):
+        getattr(b, method)(BAD)
