@@ -235,12 +235,16 @@ def test_cli_predict_runs_in_tflite_micro(micro_members, digits, tmp_path):
 
 
 @pytest.mark.slow
-def test_variational_int8_runs_in_tflite_micro_with_normal_noise(variational, digits, tmp_path):
-    # VI: the weight noise (local reparameterization) is standard normal graph inputs; int8 prefix, float suffix
-    b = tb.convert(variational, tmp_path / "vi", precision="int8", target="micro", num_samples=8,
-                   representative_data=digits.x_train[:200], calibration=(digits.x_test[:100], digits.y_test[:100]))
+def test_variational_runs_in_tflite_micro_with_normal_noise(variational, digits, tmp_path):
+    # VI samples from its first layer: no int8 prefix, refused before writing, saying what works
+    with pytest.raises(ConversionError, match="precision='float32' with target='micro'"):
+        tb.convert(variational, tmp_path / "vi8", precision="int8", target="micro", num_samples=8,
+                   representative_data=digits.x_train[:200])
+    assert not (tmp_path / "vi8").exists()
+    # float32: the weight noise (local reparameterization) is standard normal graph inputs
+    b = tb.convert(variational, tmp_path / "vi", precision="float32", target="micro", num_samples=8,
+                   calibration=(digits.x_test[:100], digits.y_test[:100]))
     m = b.manifest
-    assert m["verification"]["passed"] and {"xnnpack", "reference", "tflm"} <= set(m["verification"]["kernels"])
-    assert {n["distribution"] for n in m["noise"]["inputs"]} == {"normal"}
-    assert all(n["file"] == "head.tflite" for n in m["noise"]["inputs"])  # the int8 prefix is deterministic
+    assert m["verification"]["passed"] and m["verification"]["runtime"] == "tflm"
+    assert "normal" in {n["distribution"] for n in m["noise"]["inputs"]}
     assert not any(o.startswith("RANDOM") for ops in m["ops"].values() for o in ops)
