@@ -19,6 +19,8 @@ public final class BundleManifest {
     public static final int MAX_FORMAT_VERSION = 2;
     public static final List<String> MODES = Arrays.asList("members", "batched", "stochastic", "dirichlet", "single_pass");
     public static final List<String> PRECISIONS = Arrays.asList("float32", "float16", "dynamic", "int8", "edgetpu");
+    /** Where the uncertainty head runs: in the model, in a separate float CPU graph, or on the host. */
+    public static final List<String> POSTPROCESSING = Arrays.asList("in_graph", "cpu_graph", "host");
 
     /** One stage of the pipeline: a graph file, the member files, or the host head. */
     public static final class Stage {
@@ -104,7 +106,7 @@ public final class BundleManifest {
         if (inputDtype.equals("int8") && inputQuantization == null) {
             throw new IllegalArgumentException("manifest field `input.quantization` is missing for an int8 input");
         }
-        postprocessing = str(m, "postprocessing", "postprocessing");
+        postprocessing = oneOf(m, "postprocessing", POSTPROCESSING);
         List<Object> rawStages = list(m, "stages", "stages");
         if (rawStages.isEmpty()) {
             throw new IllegalArgumentException("manifest field `stages` is empty");

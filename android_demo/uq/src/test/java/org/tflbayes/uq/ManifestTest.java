@@ -67,6 +67,7 @@ public class ManifestTest {
         refused(edit(batchedInt8, "\"class_names\":", "\"class_namez\":"), "`class_names`");
         refused(edit(batchedInt8, "\"stages\":", "\"stagez\":"), "`stages`");
         refused(edit(batchedInt8, "\"target\": \"litert\"", "\"target\": \"gpu\""), "`target`");
+        refused(edit(batchedInt8, "\"postprocessing\": \"cpu_graph\"", "\"postprocessing\": \"cloud\""), "`postprocessing`");
         refused(edit(batchedInt8, "\"file\": \"body.tflite\"", "\"file\": \"../body.tflite\""), "`stages[0].file`");
         refused(edit(batchedInt8, "\"kind\": \"graph\"", "\"kind\": \"mystery\""), "`stages[0].kind`");
         refused(edit(batchedInt8, "\"tensor_index\": 0,", "\"tensor_index\": \"zero\","), "tensor_index");
