@@ -165,3 +165,23 @@ def test_shared_mask_on_a_conv1d_ensemble_holds_the_real_sparsity():
     assert all(np.array_equal(sm.members[0][k] == 0, sm.members[1][k] == 0) for k in range(len(sm.members[0]))
                if sm.mask[k] is not None)  # one mask for both members
     assert tb.compress.sparsity(sm)["overall"] == pytest.approx(_overall(ref), abs=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["ds_cnn", "conv1d"])
+def test_qat_twin_of_a_variational_conv_model_computes_its_mean_network(arch):
+    from tflbayes.compress.qat import deterministic_twin
+
+    keras.utils.set_random_seed(0)
+    vi = to_variational(builder(arch, SHAPE, 10)(), estimator="reparameterization", kl_weight=0.0)
+    ws = vi.get_weights()
+    for v, k in zip(vi.weights, range(len(ws))):
+        if _short(v) == "kernel_rho":
+            ws[k] = np.full(ws[k].shape, -80.0, np.float32)  # sigma ~ 2e-35: the mean network
+    vi.set_weights(ws)
+    twin, to_twin, from_twin = deterministic_twin(vi)
+    assert not any(type(l).__name__.startswith("Variational") for l in twin.layers)
+    twin.set_weights(to_twin(ws))
+    x = np.random.default_rng(3).uniform(size=(4, *SHAPE)).astype(np.float32)
+    np.testing.assert_allclose(twin(x).numpy(), vi(x).numpy(), rtol=1e-5, atol=1e-5)
+    back = from_twin(twin.get_weights(), ws)
+    assert all(np.array_equal(a, b) for a, b in zip(back, ws))

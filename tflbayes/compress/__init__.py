@@ -4,7 +4,7 @@ Example:
     >>> import tflbayes as tb
     >>> sparse = tb.compress.prune(post, sparsity=0.9, method="magnitude")       # doctest: +SKIP
     >>> tb.compress.sparsity(sparse)                                             # doctest: +SKIP
-    {'overall': 0.9, 'layers': {'dense': 0.9, 'logits': 0.9}}
+    {'overall': 0.9, 'layers': {'dense': 0.9, 'logits': 0.9}, 'kernels': {...}, 'skipped': {}}
     >>> q = tb.compress.quantization_aware(post, data=(x, y))                    # doctest: +SKIP
     >>> tb.convert(q, "out", precision="int8", representative_data=x[:300])      # doctest: +SKIP
 """

@@ -45,7 +45,7 @@ SCOPES = ("layer", "global")
 _FITS = {
     "magnitude": "ensemble, MC-dropout and variational posteriors",
     "shared_mask": "ensemble posteriors (EnsemblePosterior)",
-    "snr": "variational posteriors (a StochasticPosterior with VariationalDense / VariationalConv2D layers)",
+    "snr": "variational posteriors (a StochasticPosterior with tflbayes.layers.MEAN_FIELD_LAYERS)",
     "structured": "ensemble posteriors (EnsemblePosterior)",
     "2:4": "ensemble posteriors (EnsemblePosterior)",
 }

@@ -35,26 +35,20 @@ DEFAULTS = {"epochs": 1, "learning_rate": 1e-4, "batch_size": 64, "seed": 0, "ve
 
 
 def deterministic_twin(model):
-    """``model`` with variational layers as Dense/Conv2D (kernel = μ) and MC dropout as Dropout.
+    """``model`` with variational layers as their Keras layers (Dense, Conv1D, Conv2D, DepthwiseConv2D;
+    kernel = μ) and MC dropout as Dropout.
 
     Returns:
         ``(twin, to_twin, from_twin)``: the twin model and two functions mapping weight lists
         between ``model.get_weights()`` and ``twin.get_weights()`` order (``from_twin`` needs the
         original weights for what the twin does not hold: the variational ρ).
     """
-    from tflbayes.layers import MCDropout, VariationalConv2D, VariationalDense
+    from tflbayes.layers import MEAN_FIELD_LAYERS, MCDropout
+    from tflbayes.methods.transform import deterministic_layer
 
     def clone(layer):
-        t = type(layer)
-        if t is VariationalDense:
-            return keras.layers.Dense(layer.units, activation=layer.activation, use_bias=layer.use_bias,
-                                      name=layer.name)
-        if t is VariationalConv2D:
-            return keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
-                                       padding=layer.padding, activation=layer.activation, use_bias=layer.use_bias,
-                                       name=layer.name)
-        if t is MCDropout:
-            return keras.layers.Dropout(layer.rate, noise_shape=layer.noise_shape, name=layer.name)
+        if type(layer) in MEAN_FIELD_LAYERS or type(layer) is MCDropout:
+            return deterministic_layer({"class_name": type(layer).__name__, "config": layer.get_config()})
         return type(layer).from_config(layer.get_config())
 
     twin = keras.models.clone_model(model, clone_function=clone)
@@ -65,8 +59,9 @@ def deterministic_twin(model):
         if not layer.weights:
             continue
         tl = twin.get_layer(layer.name)
-        if type(layer) in (VariationalDense, VariationalConv2D):
-            pairs.append((src[id(layer.kernel_loc)], dst[id(tl.kernel)]))
+        if type(layer) in MEAN_FIELD_LAYERS:
+            kernel = tl.depthwise_kernel if hasattr(tl, "depthwise_kernel") else tl.kernel
+            pairs.append((src[id(layer.kernel_loc)], dst[id(kernel)]))
             if layer.use_bias:
                 pairs.append((src[id(layer.bias)], dst[id(tl.bias)]))
         else:
