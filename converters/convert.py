@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from tflbayes._checks import check_choice, check_inputs, check_labelled, check_positive_int
+from tflbayes._checks import check_choice, check_classification, check_inputs, check_labelled, check_positive_int
 from tflbayes._io import atomic_dir
 from tflbayes._keras import tf
 from tflbayes.errors import ConversionError, InvalidInputError
@@ -23,71 +23,15 @@ _VERIFY_INPUTS = 100
 
 
 def _default_mode(posterior) -> str:
-    return {"ensemble": "batched", "stochastic": "stochastic", "dirichlet": "dirichlet",
-            "distilled": "batched", "single_pass": "single_pass", "laplace": "single_pass"}[posterior.kind]
+    from tflbayes.converters.modes import default_mode
+
+    return default_mode(posterior)
 
 
 def _check_mode_fits(posterior, mode):
-    fits = {"members": ("ensemble",), "batched": ("ensemble", "distilled"), "stochastic": ("stochastic",),
-            "dirichlet": ("dirichlet",), "single_pass": ("single_pass", "laplace")}[mode]
-    if posterior.kind not in fits:
-        if mode == "dirichlet":
-            raise ConversionError(
-                "mode='dirichlet' needs a DirichletPosterior (an EnD² student from "
-                "tb.distill(teacher, x, method='end2')); received a "
-                f"{type(posterior).__name__}.")
-        ok = [m for m, kinds in {"members": ("ensemble",), "batched": ("ensemble", "distilled"),
-                                 "stochastic": ("stochastic",), "single_pass": ("single_pass", "laplace")}.items()
-              if posterior.kind in kinds]
-        raise ConversionError(
-            f"mode={mode!r} does not fit a {type(posterior).__name__}; use mode in {ok}.")
+    from tflbayes.converters.modes import check_fits
 
-
-def _head_fn(num_samples, batch_size, num_classes):
-    from tflbayes.converters.graphs.head import head_from_logits
-
-    @tf.function(input_signature=[tf.TensorSpec([num_samples, batch_size, num_classes], tf.float32, name="logits")])
-    def head(logits):
-        return head_from_logits(logits, member_probs=True)
-
-    return head
-
-
-def _body_fns(posterior, mode, num_samples, batch_size, with_head, precision, sparse_layout="dense"):
-    """[(file stem, tf.function)] of the body graphs."""
-    if mode == "single_pass":  # MIMO / BatchEnsemble / last-layer Laplace: one pass, closed-form head
-        from tflbayes.converters.graphs.single_pass import build_single_pass
-
-        return [("model" if with_head else "body", build_single_pass(posterior, batch_size=batch_size, head=with_head))]
-    if mode == "dirichlet":  # the EnD² student + Dirichlet head (digamma from builtin ops)
-        from tflbayes.converters.graphs.dirichlet import build_dirichlet
-
-        return [("model" if with_head else "body", build_dirichlet(posterior, batch_size=batch_size, head=with_head))]
-    if mode == "batched" and posterior.kind == "distilled":  # a BDK / GPED student and its heads
-        from tflbayes.converters.graphs.distilled import build_gped
-
-        return [("model" if with_head else "body", build_gped(posterior, batch_size=batch_size, head=with_head))]
-    if mode == "batched":
-        from tflbayes.converters.graphs.batched import Layout, build_batched
-
-        # The Edge TPU has no BATCH_MATMUL: lay later Dense layers out as grouped 1x1 convolutions.
-        layout = Layout(dense="conv") if precision == "edgetpu" else None
-        return [("model" if with_head else "body",
-                 build_batched(posterior, batch_size=batch_size, head=with_head, member_probs=with_head,
-                               layout=layout, sparse_layout="shared_mask" if sparse_layout == "shared_mask"
-                               else "dense"))]
-    if mode == "members":
-        from tflbayes.converters.graphs.members import build_member
-
-        return [(f"member_{i:03d}", build_member(posterior, i, batch_size=batch_size)) for i in range(num_samples)]
-    if mode == "stochastic":
-        from tflbayes.converters.graphs.stochastic import build_stochastic
-
-        if not with_head:  # int8 / Edge TPU: the deterministic prefix only; sampling runs in float
-            return [("body", build_stochastic(posterior, num_samples, batch_size=batch_size, part="prefix"))]
-        return [("model", build_stochastic(posterior, num_samples, batch_size=batch_size, head=True,
-                                           member_probs=True))]
-    raise ConversionError(f"mode {mode!r} is not implemented yet.")
+    check_fits(posterior, mode)
 
 
 def _calibrate(bundle, calibration, coverage) -> Optional[dict]:
@@ -112,7 +56,8 @@ def _calibrate(bundle, calibration, coverage) -> Optional[dict]:
 def convert(posterior, out, mode: Optional[str] = None, precision: str = "float32", representative_data=None,
             num_samples: Optional[int] = None, calibration=None, *, batch_size: int = 1,
             allow_flex: bool = False, coverage: float = DEFAULT_COVERAGE, verification_data=None,
-            verify: bool = True, sparse_layout: str = "dense", target: str = "litert"):
+            verify: bool = True, sparse_layout: str = "dense", target: str = "litert",
+            layout: str = "auto"):
     """Convert a posterior to a verified LiteRT bundle and return it loaded (:class:`~tflbayes.runtime.Bundle`).
 
     Args:
@@ -144,6 +89,12 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
             posteriors: O(2N + NS) bytes; costs a densification per invoke). ``"tflite"`` (mode
             ``members``, float32): LiteRT's own sparse tensor format in every member file
             (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
+        layout: how ``batched`` and ``stochastic`` graphs lay out the samples: ``"auto"`` (default)
+            ``"packed"`` where the model is a chain the packed builders support (grouped convs /
+            BATCH_MATMUL; broadcast noise, LRT and packed masks), else ``"general"`` (any
+            Sequential / functional model: the members' own networks side by side, or the
+            model's own layers on S tiled rows after the deterministic prefix); the Edge TPU
+            always gets ``general``. The choice is recorded in ``manifest["layout"]``.
         target: ``"litert"`` (default) or ``"micro"``: a microcontroller bundle (precision
             ``int8`` or ``float32``; only ops TFLite Micro's resolver has, refused before writing)
             whose graphs are verified in TFLite Micro's interpreter, with the smallest arena per
@@ -152,6 +103,7 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
     """
     from tflbayes.runtime import Bundle
 
+    check_classification(posterior, "tb.convert")
     mode = mode if mode is not None else _default_mode(posterior)
     check_choice("mode", mode, MODES)
     check_choice("precision", precision, PRECISIONS)
@@ -209,9 +161,16 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
     xv = xv[:_VERIFY_INPUTS]
 
     c = posterior.num_classes
-    in_graph_head = not int8 and mode != "members"
-    bodies = _body_fns(posterior, mode, s, batch_size, with_head=in_graph_head, precision=precision,
-                       sparse_layout=sparse_layout)
+    from tflbayes.converters.modes import Request, build
+
+    noise_specs = None
+    if target == "micro" and mode == "stochastic":  # TFLite Micro has no random ops: the noise as graph inputs
+        from tflbayes.converters.micro.target import build_micro_stochastic
+
+        built, noise_specs = build_micro_stochastic(posterior, Request(s, batch_size, precision, sparse_layout, layout))
+    else:
+        built = build(posterior, mode, Request(s, batch_size, precision, sparse_layout, layout))
+    bodies = built.bodies
     rep_gen = None
     if int8:
         from tflbayes.converters.tflite import representative_factory
@@ -223,25 +182,8 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
     for stem, fn in bodies:
         blobs[f"{stem}.tflite"] = to_tflite(fn, posterior.model, precision, rep_gen, allow_flex=allow_flex,
                                             sparse=(sparse_layout == "tflite"))
-    if int8 and mode == "stochastic":  # random ops + head in float on the CPU, fed the int8 prefix's features
-        from tflbayes.converters.graphs.stochastic import build_stochastic
-
-        suffix = build_stochastic(posterior, s, batch_size=batch_size, head=True, member_probs=True, part="suffix")
-        blobs["head.tflite"] = to_tflite(suffix, posterior.model, "float32", allow_flex=allow_flex)
-    elif int8 and mode == "single_pass":
-        from tflbayes.converters.graphs.single_pass import single_pass_head_fn
-
-        blobs["head.tflite"] = to_tflite(single_pass_head_fn(posterior, batch_size), posterior.model, "float32")
-    elif int8 and mode == "dirichlet":
-        from tflbayes.converters.graphs.dirichlet import dirichlet_head_fn
-
-        blobs["head.tflite"] = to_tflite(dirichlet_head_fn(batch_size, c), posterior.model, "float32")
-    elif int8 and posterior.kind == "distilled":
-        from tflbayes.converters.graphs.distilled import gped_head_fn
-
-        blobs["head.tflite"] = to_tflite(gped_head_fn(posterior, batch_size), posterior.model, "float32")
-    elif int8 and mode != "members":
-        blobs["head.tflite"] = to_tflite(_head_fn(s, batch_size, c), posterior.model, "float32")
+    if built.head is not None:  # int8: the float head (random ops too, for stochastic) on the CPU
+        blobs["head.tflite"] = to_tflite(built.head, posterior.model, "float32", allow_flex=allow_flex)
     ops = {name: op_names(b) for name, b in blobs.items()}
     flex = sorted({o for names in ops.values() for o in names if o.startswith("CUSTOM:")})
     if flex and not allow_flex:  # belt and braces: the converter was told builtins only
@@ -255,20 +197,8 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
         edgetpu = {n: check_edgetpu(blobs[n]) for n in body_names}
         require_compiler16(edgetpu, mode)  # before anything is written
 
-    # what the pipeline outputs: a Dirichlet student has no samples (alpha instead of member_probs);
-    # a BDK student only probs and total, a GPED student no member_probs
-    if mode == "single_pass":
-        from tflbayes.converters.graphs.single_pass import single_pass_outputs
-
-        outputs, body_out = single_pass_outputs(posterior)
-    elif mode == "dirichlet":
-        outputs, body_out = ["probs", "total", "aleatoric", "epistemic", "alpha"], ["alpha_logits"]
-    elif posterior.kind == "distilled":
-        outputs = ["probs", "total"] + (["aleatoric", "epistemic"] if len(posterior.expectations) > 1 else [])
-        body_out = ["student_outputs"]
-    else:
-        outputs = ["probs", "total", "aleatoric", "epistemic", "member_probs"]
-        body_out = ["features"] if mode == "stochastic" else ["logits"]
+    # what the pipeline outputs (per mode and kind, from the registry) and what an int8 body hands its head
+    outputs, body_out = built.outputs, built.body_out
 
     if target == "micro":  # refuse before anything is written
         from tflbayes.converters.micro.target import check_micro_ops
@@ -280,6 +210,12 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
         manifest = build_manifest(tmp, posterior, mode=mode, precision=precision, num_samples=s,
                                   batch_size=batch_size, outputs=outputs, body_out=body_out, ops=ops,
                                   target=target, sparse_layout=sparse_layout, tensorflow_version=tf.__version__)
+        if noise_specs is not None:
+            from tflbayes.converters.micro.target import annotate_noise
+
+            annotate_noise(manifest, noise_specs)
+        if built.layout is not None:
+            manifest["layout"] = built.layout
         if edgetpu is not None:
             from tflbayes._io import sha256_file
             from tflbayes.converters.edgetpu import COMPILER16_TF_VERSION, compile_command, parameter_cache, run_compiler
