@@ -97,7 +97,9 @@ class Cut:
         if not is_graph_network(model) or len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ConversionError(
                 f"Cannot convert model {getattr(model, 'name', model)!r} in mode 'stochastic': the graph needs a "
-                "Sequential or functional model with one input and one output.")
+                "Sequential or functional model with one input and one output. Alternatives: distil the posterior "
+                "into a student (tb.distill(post, x, method='end2') -> mode 'dirichlet'), or train an ensemble "
+                "(mode 'members' / 'batched' take any model LiteRT converts).")
         self.input_id, self.output_id = tensor_id(model.inputs[0]), tensor_id(model.outputs[0])
         tainted, self.prefix, self.suffix = set(), [], []
         for node in graph_nodes(model):
