@@ -131,6 +131,13 @@ def test_a_policy_that_inserts_nothing_is_an_error_saying_what_to_do():
         with pytest.raises(InvalidInputError, match="no epistemic uncertainty.*layers=\\['logits'\\]"):
             to_mc_dropout(model, layers=layers)
     assert dropout_summary(to_mc_dropout(model, layers=["logits"])) == {"mc_dropout_logits": ["logits"]}
+    inp = keras.Input(SHAPE)  # a fully convolutional classifier: no Dense head
+    h = keras.layers.Conv2D(4, 3, name="features")(inp)
+    out = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(10, 1, name="conv_logits")(h))
+    with pytest.raises(InvalidInputError, match="no Dense layer on the path.*layers=\['conv_logits'\]"):
+        to_mc_dropout(keras.Model(inp, out), layers="head")
+    assert dropout_summary(to_mc_dropout(keras.Model(inp, out), layers="auto")) == {
+        "mc_dropout_conv_logits": ["conv_logits"]}  # a plain Conv2D chain: auto is "all"
 
 
 def _copy(src, dst):

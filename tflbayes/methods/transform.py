@@ -144,12 +144,15 @@ def to_mc_dropout(model, rate=None, layers="all", default_rate: float = 0.25):
     for name in targets:
         drop_before(name)
     if not any(class_name(e) == "MCDropout" for e in g.entries):
-        dense = [g.name_of(i) for i in weights]
+        names = [g.name_of(i) for i in weights]
+        if policy == "head" and not g.head_dense():
+            why = "no Dense layer on the path to its output: it has no classifier head to feed"
+        else:
+            why = f"its weight layers {', '.join(map(repr, names[:5]))} all see the input directly"
         raise InvalidInputError(
-            f"MC dropout with layers={layers!r} puts no dropout in this model (its weight layers "
-            f"{', '.join(map(repr, dense))} all see the input directly), so every prediction would be the same and "
-            "the posterior would have no epistemic uncertainty. Name the layers to drop the inputs of, e.g. "
-            f"layers={[dense[-1]]!r}, use layers='all', or add a Dropout layer to the model.")
+            f"MC dropout with layers={layers!r} puts no dropout in this model ({why}), so every prediction would be "
+            "the same and the posterior would have no epistemic uncertainty. Name the layers to drop the inputs of, "
+            f"e.g. layers={[names[-1]]!r}, use layers='all', or add a Dropout layer to the model.")
     return g.build()
 
 
