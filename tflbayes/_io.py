@@ -200,7 +200,8 @@ def atomic_dir(path):
 def write_text(path, text: str) -> None:
     """Write a text file atomically (temp file, then rename), with the umask's permissions."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    clean_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name, _TMP_TAG), dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -234,11 +234,8 @@ def _read_architecture(root, meta_path):
     arch_path = root / "architecture.json"
     config = read_json(arch_path, PosteriorFormatError, "architecture file", max_bytes=_MAX_META_BYTES * 4)
     check_architecture(config, arch_path)
-    try:
-        from tf_keras.src.saving.serialization_lib import SafeModeScope
-
-        with SafeModeScope(True):
-            return keras.models.model_from_json(json.dumps(config))
+    try:  # Keras's safe mode (the default) stays on: it refuses bytecode lambdas too
+        return keras.models.model_from_json(json.dumps(config))
     except Exception as e:  # noqa: BLE001 (Keras raises anything on a bad config)
         raise PosteriorFormatError(
             f"{arch_path} cannot be rebuilt as a Keras model: {type(e).__name__}: {str(e)[:300]}") from None

@@ -311,6 +311,10 @@ def _check_consistency(m, where) -> None:
             and not (prec == "edgetpu" and mode == "members"):
         raise BundleError(f"{where}: precision {prec!r} does not match the Edge TPU fields (an edgetpu bundle has an "
                           "`edgetpu` section and an edgetpu_file per body graph; no other has).")
+    kinds = [st["kind"] for st in stages]
+    want_kinds = ["members", "host_head"] if mode == "members" else ["graph", "graph"] if int8 else ["graph"]
+    if kinds != want_kinds:
+        raise BundleError(f"{where}: field `stages` has kinds {kinds}; a {mode}/{prec} bundle runs {want_kinds}.")
     want_post = "host" if mode == "members" else "cpu_graph" if int8 else "in_graph"
     if m["postprocessing"] != want_post:
         raise BundleError(f"{where}: postprocessing {m['postprocessing']!r} does not match mode {mode!r} and "
