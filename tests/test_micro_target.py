@@ -248,3 +248,11 @@ def test_variational_runs_in_tflite_micro_with_normal_noise(variational, digits,
     assert m["verification"]["passed"] and m["verification"]["runtime"] == "tflm"
     assert "normal" in {n["distribution"] for n in m["noise"]["inputs"]}
     assert not any(o.startswith("RANDOM") for ops in m["ops"].values() for o in ops)
+
+
+def test_a_litert_bundle_with_random_ops_fails_in_tflm_with_the_op_name(mc_dropout, tmp_path):
+    # the error names the missing op: TFLite Micro's C stderr is captured into the BundleError
+    b = tb.convert(mc_dropout, tmp_path / "mcd", num_samples=4, verify=False)
+    assert any(o.startswith("RANDOM") for ops in b.manifest["ops"].values() for o in ops)
+    with pytest.raises(BundleError, match="RANDOM_UNIFORM"):
+        tb.load_bundle(b.path, runtime="tflm")
