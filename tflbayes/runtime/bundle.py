@@ -254,9 +254,6 @@ class Bundle:
                 from tflbayes.runtime.noise import with_noise
 
                 g = with_noise(g, self.manifest, path, self.noise)  # noise inputs from the device's PRNG
-                from tflbayes.runtime.noise import with_noise
-
-                g = with_noise(g, self.manifest, path, self.noise)  # noise inputs from the device's PRNG
             self._graphs[name] = g
         return g
 
