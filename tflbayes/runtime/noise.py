@@ -44,5 +44,7 @@ class NoiseFilled:
 
 def with_noise(graph, manifest: dict, path, rng):
     """``graph`` itself, or a :class:`NoiseFilled` wrapper where its file has noise inputs."""
+    if isinstance(graph, NoiseFilled):  # already filled: never draw twice per invoke
+        return graph
     entries = noise_entries(manifest, Path(path).name)
     return NoiseFilled(graph, entries, rng) if entries else graph
