@@ -20,11 +20,14 @@ Usage::
 
     python benchmarks/single_pass.py                       # digits CNN, S=3, 20 epochs
     python benchmarks/single_pass.py --data mnist --epochs 10
+    python benchmarks/single_pass.py --data mnist --epochs 10 --width 4 --only ensemble,mimo \
+        --out benchmarks/results/single_pass_mnist_wide.json   # MIMO with spare capacity
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,20 +35,30 @@ from pathlib import Path
 import numpy as np
 
 import tflbayes as tb
-from tflbayes.architectures import builder
+from tflbayes.architectures import builder, cnn
 from tflbayes.bench.measure import measure_bundles, save_results
 
 TARGETS = {"latency_ratio": 1.2, "size_ratio": 1.3, "nll_vs_ensemble": 1.10, "ood_auroc_gap": 0.02}
 
 
-def train_all(ds, data, arch, s, epochs, seed, val):
-    build = builder(arch, ds.input_shape, ds.num_classes)
+def _builder(ds, arch, width):
+    if width == 1:
+        return builder(arch, ds.input_shape, ds.num_classes)
+    if arch != "cnn":
+        raise SystemExit("--width applies to --arch cnn only")
+    return lambda: cnn(ds.input_shape, ds.num_classes, filters=(16 * width, 32 * width), dense=64 * width)
+
+
+def train_all(ds, data, arch, s, epochs, seed, val, width=1, only=None):
+    build = _builder(ds, arch, width)
     common = dict(epochs=epochs, verbose=0, seed=seed, class_names=ds.class_names)
     posts, seconds = {}, {}
     for name, kw in [("single", dict(method="deep_ensemble", members=1)),
                      (f"ensemble{s}", dict(method="deep_ensemble", members=s)),
                      (f"mimo{s}", dict(method="mimo", num_samples=s)),
                      (f"batch_ensemble{s}", dict(method="batch_ensemble", num_samples=s))]:
+        if only and name != "single" and name.rstrip("0123456789") not in only:
+            continue
         t0 = time.perf_counter()
         posts[name] = tb.fit(build, data, **kw, **common)
         seconds[name] = time.perf_counter() - t0
@@ -54,6 +67,8 @@ def train_all(ds, data, arch, s, epochs, seed, val):
     # validation NLL (tb.laplace(..., prior_precision="val"))
     base = posts["single"].member_model(0)
     t0 = time.perf_counter()
+    if only and "laplace" not in only:
+        return {**posts, **{f"{k}-cal": tb.calibrate(p, val) for k, p in posts.items()}}, seconds
     posts["laplace_kron_probit"] = tb.laplace(base, data, structure="kron", link="probit")
     posts["laplace_kron_bridge"] = posts["laplace_kron_probit"].with_link("bridge")
     for link in ("probit", "bridge"):
@@ -73,6 +88,8 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width", type=int, default=1, help="CNN width multiplier (filters 16w/32w, dense 64w)")
+    ap.add_argument("--only", default=None, help="comma list of ensemble,mimo,batch_ensemble,laplace (default all)")
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/single_pass_<data>.json)")
     args = ap.parse_args(argv)
 
@@ -83,7 +100,8 @@ def main(argv=None):
     fit_data = (ds.x_train[idx[n_val:]], ds.y_train[idx[n_val:]])
     val = (ds.x_train[idx[:n_val]], ds.y_train[idx[:n_val]])
     x_ood = tb.data.ood(ds, "noise", seed=1)
-    posts, seconds = train_all(ds, fit_data, args.arch, args.samples, args.epochs, args.seed, val)
+    only = set(args.only.split(",")) if args.only else None
+    posts, seconds = train_all(ds, fit_data, args.arch, args.samples, args.epochs, args.seed, val, args.width, only)
 
     tmp = Path(tempfile.mkdtemp(prefix="single_pass_bench_"))
     bundles, verification = {}, {}
@@ -102,7 +120,7 @@ def main(argv=None):
     res = measure_bundles(bundles, ds.x_test, ds.y_test, x_ood, baseline="single-float32", rounds=args.rounds,
                           memory=False)
     s = args.samples
-    ens = res["configs"][f"ensemble{s}-float32"]
+    ens = res["configs"].get(f"ensemble{s}-float32") or res["configs"]["single-float32"]
     checks = {}
     for key, row in res["configs"].items():
         ood_key = "ood_auroc_epistemic" if row.get("ood_auroc_epistemic") is not None else "ood_auroc_total"
@@ -114,11 +132,11 @@ def main(argv=None):
             "ood_auroc_gap": row[ood_key] >= ref_ood - TARGETS["ood_auroc_gap"],
             "ood_score_used": ood_key,
         }
-    res.update(data=args.data, arch=args.arch, num_samples=s, epochs=args.epochs, seed=args.seed,
+    res.update(data=args.data, arch=args.arch if args.width == 1 else f"{args.arch}x{args.width}", num_samples=s, epochs=args.epochs, seed=args.seed,
                train_seconds=seconds, verification=verification, targets=TARGETS, checks=checks,
                temperatures={k: p.options.get("temperature") for k, p in posts.items() if k.endswith("-cal")},
                prior_precisions={k: p.options.get("prior_precision") for k, p in posts.items() if k.startswith("laplace")},
-               command="python benchmarks/single_pass.py " + " ".join(argv or []))
+               command=" ".join(["python benchmarks/single_pass.py", *(sys.argv[1:] if argv is None else argv)]))
     out = Path(args.out or f"benchmarks/results/single_pass_{args.data}.json")
     save_results(res, out)
     out.with_suffix(".md").write_text(table(res))

@@ -98,3 +98,12 @@ def test_cli_calibrate(ensemble, tmp_path):
     assert "temperature" in tb.load(tmp_path / "ens-calibrated").options
     bad = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "missing")])
     assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_variational_last_layer_absorbs_the_temperature(digits, mlp_builder):
+    post = tb.fit(mlp_builder, digits, method="variational", epochs=1, verbose=0, num_samples=4)
+    cal = tb.calibrate(post, _halves(digits)[0], num_samples=4)
+    assert "folded" in cal.options["calibration"]["applied"]
+    x = digits.x_test[:20]
+    want = tempered_probs(post, x, num_samples=4, seed=5)(cal.options["temperature"])
+    np.testing.assert_allclose(cal.sample_probs(x, num_samples=4, seed=5).mean(0), want, atol=1e-4)
