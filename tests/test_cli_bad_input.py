@@ -206,9 +206,15 @@ def inputs(tmp_path, digits):
     return p
 
 
-@pytest.mark.parametrize("threshold", ["nan", "inf", "-inf"])
-def test_predict_threshold_must_be_finite(tiny_bundle, inputs, threshold):
+@pytest.mark.parametrize("threshold", ["nan", "NaN"])
+def test_predict_threshold_must_not_be_nan(tiny_bundle, inputs, threshold):
     _one_error_line(_run("predict", tiny_bundle, "--input", inputs, "--threshold", threshold), "--threshold")
+
+
+def test_predict_threshold_inf_never_abstains(tiny_bundle, inputs):
+    result = _run("predict", tiny_bundle, "--input", inputs, "--threshold", "inf", "--json")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert all(json.loads(line)["decision"] != "abstain" for line in result.stdout.splitlines())
 
 
 def test_predict_refuses_complex_inputs(tiny_bundle, tmp_path, digits):

@@ -112,8 +112,8 @@ def predict(bundle, input_path, threshold, score, as_json, threads, edgetpu, edg
         raise click.UsageError("--device selects an Edge TPU; pass it together with --edgetpu.")
     if threads is not None and threads < 1:
         raise InvalidInputError(f"--threads must be >= 1, received {threads}.")
-    if threshold is not None and not np.isfinite(threshold):
-        raise InvalidInputError(f"--threshold must be a finite number, received {threshold}.")
+    if threshold is not None and np.isnan(threshold):
+        raise InvalidInputError(f"--threshold must be a number (inf: never abstain), received {threshold}.")
     b = load_bundle(bundle, num_threads=threads, use_edgetpu=edgetpu, edgetpu_device=edgetpu_device,
                     runtime=runtime)
     p = Path(input_path)

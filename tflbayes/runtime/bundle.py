@@ -408,8 +408,8 @@ class Bundle:
                     "calibration=(x_val, y_val) or pass threshold=."
                 )
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(threshold):
-            raise InvalidInputError(f"Invalid value received for argument `threshold`. Expected a finite number. "
+                or np.isnan(threshold):  # +inf: never abstain, -inf: always
+            raise InvalidInputError(f"Invalid value received for argument `threshold`. Expected a number (not NaN). "
                                     f"Received: threshold={threshold!r}")
         pred = self.predict(x)
         u = getattr(pred, score)
