@@ -157,7 +157,8 @@ def _shared_concat_model():
     return keras.Model([a, b], keras.layers.Dense(3, name="logits")(h))
 
 
-@pytest.mark.parametrize("arch", ["resnet", "ds_cnn", "conv1d", "gru", "ln_mlp", "mobilenet_v2", "shared"])
+@pytest.mark.parametrize("arch", ["resnet", "ds_cnn", "conv1d", "gru", "ln_mlp", "shared",
+                                  pytest.param("mobilenet_v2", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("layers", ["all", "head", "names"])
 def test_rewrites_keep_the_wiring(arch, layers):
     """At rate 0 the rewritten graph computes exactly what the original does."""
