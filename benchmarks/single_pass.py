@@ -49,13 +49,13 @@ def _builder(ds, arch, width):
     return lambda: cnn(ds.input_shape, ds.num_classes, filters=(16 * width, 32 * width), dense=64 * width)
 
 
-def train_all(ds, data, arch, s, epochs, seed, val, width=1, only=None):
+def train_all(ds, data, arch, s, epochs, seed, val, width=1, only=None, batch_repetitions=1):
     build = _builder(ds, arch, width)
     common = dict(epochs=epochs, verbose=0, seed=seed, class_names=ds.class_names)
     posts, seconds = {}, {}
     for name, kw in [("single", dict(method="deep_ensemble", members=1)),
                      (f"ensemble{s}", dict(method="deep_ensemble", members=s)),
-                     (f"mimo{s}", dict(method="mimo", num_samples=s)),
+                     (f"mimo{s}", dict(method="mimo", num_samples=s, batch_repetitions=batch_repetitions)),
                      (f"batch_ensemble{s}", dict(method="batch_ensemble", num_samples=s))]:
         if only and name != "single" and name.rstrip("0123456789") not in only:
             continue
@@ -89,6 +89,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=int, default=1, help="CNN width multiplier (filters 16w/32w, dense 64w)")
+    ap.add_argument("--batch-repetitions", type=int, default=1, help="MIMO's batch repetitions")
     ap.add_argument("--only", default=None, help="comma list of ensemble,mimo,batch_ensemble,laplace (default all)")
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/single_pass_<data>.json)")
     args = ap.parse_args(argv)
@@ -101,7 +102,8 @@ def main(argv=None):
     val = (ds.x_train[idx[:n_val]], ds.y_train[idx[:n_val]])
     x_ood = tb.data.ood(ds, "noise", seed=1)
     only = set(args.only.split(",")) if args.only else None
-    posts, seconds = train_all(ds, fit_data, args.arch, args.samples, args.epochs, args.seed, val, args.width, only)
+    posts, seconds = train_all(ds, fit_data, args.arch, args.samples, args.epochs, args.seed, val, args.width, only,
+                               args.batch_repetitions)
 
     tmp = Path(tempfile.mkdtemp(prefix="single_pass_bench_"))
     bundles, verification = {}, {}
