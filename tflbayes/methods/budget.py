@@ -15,6 +15,8 @@ A budget in epochs tuned on 1,400 digits gives a handful of optimizer steps on a
 - a Python warning, once per run, when the ceiling is reached while the held-out NLL was still
   falling, naming the option to change (an integer ``epochs``).
 
+Keras's progress bar (``verbose=1``) shows one evaluation period as an "epoch".
+
 What ran is returned as plain data (``steps_run``, ``epochs_run``, ``stopped_by``, ``heldout_rows``,
 ``heldout_nll``) and recorded by :func:`tflbayes.fit` in ``posterior.options``.
 
