@@ -91,7 +91,8 @@ def test_batched_float32_is_one_graph_equal_to_keras(tmp_path, arch):
 @pytest.mark.slow
 def test_batched_mobilenet_v2_float32(tmp_path):
     shape = (32, 32, 3)
-    post, x, _ = _ensemble(builder("mobilenet_v2", shape, C), shape, members=2)
+    # trained one epoch: an untrained MobileNet's near-uniform outputs tie the argmax
+    post, x, _ = _ensemble(builder("mobilenet_v2", shape, C), shape, members=2, epochs=1)
     bundle = tb.convert(post, tmp_path / "b", mode="batched", verification_data=x[:20])
     assert _manifest(bundle)["layout"] == "general"
     assert "DEPTHWISE_CONV_2D" in _manifest(bundle)["ops"]["model.tflite"]

@@ -279,6 +279,8 @@ def build_stochastic_general(posterior, num_samples: int, batch_size: int = 1, h
     from tflbayes.converters.graphs.recurrent import unroll_recurrent
 
     s, b, model = int(num_samples), int(batch_size), unroll_recurrent(posterior.model)
+    # an unrolled clone owns its variables, not posterior.model (the converter's trackable): freeze them
+    own = _freeze if model is not posterior.model else (lambda fn, specs: fn)
     cut = Cut(model)
     c = int(posterior.num_classes)
     if part != "all" and not cut.has_prefix:
@@ -295,7 +297,7 @@ def build_stochastic_general(posterior, num_samples: int, batch_size: int = 1, h
             values = run_graph(model, {cut.input_id: x}, nodes=cut.prefix)
             return {n: values[i] for n, i in zip(names, cut.ids)}
 
-        return prefix, []
+        return own(prefix, [x_spec]), []
 
     def body(g, inputs):
         if part == "all":
@@ -315,7 +317,7 @@ def build_stochastic_general(posterior, num_samples: int, batch_size: int = 1, h
         def stochastic(*inputs):
             return body(Sampler(s, b, seed), inputs)
 
-        return stochastic, []
+        return own(stochastic, in_specs), []
 
     recorder = Sampler(s, b, None, "inputs")  # a tracing pass that records the noise shapes
     tf.function(lambda *inputs: body(recorder, inputs), input_signature=in_specs, autograph=False
@@ -327,7 +329,21 @@ def build_stochastic_general(posterior, num_samples: int, batch_size: int = 1, h
     def stochastic_inputs(*inputs):
         return body(Sampler(s, b, None, "inputs", inputs[n_in:]), inputs[:n_in])
 
-    return stochastic_inputs, [dict(sp) for sp in specs]
+    return own(stochastic_inputs, [*in_specs, *noise_specs]), [dict(sp) for sp in specs]
+
+
+def _freeze(fn, specs):
+    """``fn`` with its captured variables folded into constants (a function that owns no variables)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    cf = fn.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(cf)
+
+    @tf.function(input_signature=specs, autograph=False)
+    def frozen_fn(*inputs):
+        return tf.nest.pack_sequence_as(cf.structured_outputs, frozen(*inputs))
+
+    return frozen_fn
 
 
 def noise_arrays(specs, rng: np.random.Generator) -> dict:
