@@ -476,3 +476,18 @@ def test_kill_9_during_convert_leaves_a_loadable_bundle_and_cleanable_temporarie
         assert load_bundle(path).num_samples in (2, 3)
     tb.convert(EnsemblePosterior(m, [m.get_weights()] * 3), path, mode="members")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".b.")] == []
+
+
+def test_folder_digest_names_the_content(untrained_ensemble, tmp_path):
+    """One digest a publisher can give out: equal for equal content, different after any re-signed edit."""
+    untrained_ensemble.save(tmp_path / "a")
+    untrained_ensemble.save(tmp_path / "b")
+    da = storage.folder_digest(tmp_path / "a")
+    assert len(da) == 64
+    m = T.meta(tmp_path / "b")
+    m["class_names"] = m["class_names"][::-1]
+    T.write_meta(tmp_path / "b", m, resign=True)  # loads (it is re-signed) but is not what was published
+    assert load(tmp_path / "b").class_names[0] == "c9"
+    assert storage.folder_digest(tmp_path / "b") != da
+    shutil.copytree(tmp_path / "a", tmp_path / "c")
+    assert storage.folder_digest(tmp_path / "c") == da
