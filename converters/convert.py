@@ -160,7 +160,6 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
         xv, xv_source = rng.normal(0.5, 0.5, (32, *posterior.input_shape)).astype(np.float32), "synthetic gaussian noise"
     xv = xv[:_VERIFY_INPUTS]
 
-    c = posterior.num_classes
     from tflbayes.converters.modes import Request, build
 
     noise_specs = None
