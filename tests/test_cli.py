@@ -158,7 +158,7 @@ def test_train_missing_npz(tmp_path):
 
 def test_train_unknown_method(tmp_path):
     line = _assert_one_error_line(
-        _run("train", "--method", "laplace", "--epochs", 1, "--arch", "mlp", "--out", tmp_path / "x"), "laplace")
+        _run("train", "--method", "bayes_by_magic", "--epochs", 1, "--arch", "mlp", "--out", tmp_path / "x"), "bayes_by_magic")
     assert "deep_ensemble" in line and "mc_dropout" in line
     assert not (tmp_path / "x").exists()
 
@@ -180,7 +180,7 @@ def test_train_bad_options(tmp_path, args, fragment):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("args", [["--arch", "resnet"], ["--epochs", "many"], ["--bogus-flag"], ["-o", "noequals"]])
+@pytest.mark.parametrize("args", [["--arch", "transformer"], ["--epochs", "many"], ["--bogus-flag"], ["-o", "noequals"]])
 def test_train_usage_errors_exit_2_without_traceback(tmp_path, args):
     result = _run("train", *args, "--out", tmp_path / "x")
     assert result.exit_code == 2, result.output
