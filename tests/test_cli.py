@@ -216,3 +216,14 @@ def test_evaluate_corrupt_posterior(trained, tmp_path):
 def test_evaluate_bad_options(trained, args, fragment):
     out, _ = trained
     _assert_one_error_line(_run("evaluate", out, *args), fragment)
+
+
+def test_train_layers_by_name(tmp_path):
+    """--layers takes a policy or comma-separated layer names (dropout before each named layer)."""
+    result = _run("train", "--data", "digits", "--arch", "mlp", "--method", "mc_dropout", "--layers", "logits",
+                  "--epochs", 1, "--out", tmp_path / "mcd")
+    assert result.exit_code == 0, result.output
+    post = tb.load(tmp_path / "mcd")
+    assert post.options["dropout_layers"] and all("logits" in str(n) for n in post.options["dropout_layers"])
+    _assert_one_error_line(_run("train", "--arch", "mlp", "--method", "mc_dropout", "--layers", "nope",
+                                "--epochs", 1, "--out", tmp_path / "bad"), "nope")

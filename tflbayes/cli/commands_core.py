@@ -47,7 +47,8 @@ def _method_choices():
 @click.option("--members", type=int, default=None, help="deep_ensemble: number of members")
 @click.option("--rate", type=float, default=None, help="mc_dropout: dropout rate")
 @click.option("--estimator", default=None, help="variational: flipout | reparameterization | local_reparameterization")
-@click.option("--layers", type=click.Choice(["all", "last"]), default=None, help="stochastic layers: all or last")
+@click.option("--layers", default=None,
+              help="stochastic layers: auto, head, all, last, or comma-separated layer names")
 @click.option("--option", "-o", "extra", multiple=True, help="any other method option as key=value (repeatable)")
 @click.option("--holdout", default=None, help="comma-separated classes left out of training (OOD protocol 'heldout')")
 @click.option("--epochs", type=EPOCHS, default="auto", show_default=True,
@@ -67,6 +68,8 @@ def train(data, method, arch, members, rate, estimator, layers, extra, holdout, 
     out = out or f"runs/{Path(str(data)).stem}-{method}"
     check_output_dir(out, "--out")  # before training: a path that cannot be written fails now
     options = parse_options(extra)
+    if layers is not None and layers not in ("auto", "head", "all", "last"):
+        layers = [name.strip() for name in layers.split(",") if name.strip()]
     for key, value in (("members", members), ("rate", rate), ("estimator", estimator), ("layers", layers)):
         if value is not None:
             options[key] = value
