@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tflbayes._checks import check_path
+
 __all__ = ["atomic_dir", "sha256_file", "read_json", "require_field", "write_json", "write_text", "load_npz",
            "check_member", "digest_json", "clean_stale_temporaries", "MAX_JSON_BYTES", "MAX_JSON_DEPTH",
            "ARTIFACT_MARKERS"]
@@ -157,7 +159,7 @@ def atomic_dir(path):
     """
     from tflbayes.errors import InvalidInputError
 
-    path = Path(path).absolute()
+    path = check_path("path", path).absolute()
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise InvalidInputError(f"{path} exists and is not a folder; refusing to replace it.")
     if path.is_dir() and any(path.iterdir()) and not any((path / m).exists() for m in ARTIFACT_MARKERS):

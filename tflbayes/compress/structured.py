@@ -54,7 +54,7 @@ class GroupLasso(keras.regularizers.Regularizer):
     def __init__(self, strength: float = 1e-3, eps: float = 1e-8):
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not np.isfinite(strength) \
                 or strength <= 0:
-            raise ValueError(f"Invalid value received for argument `strength`. Expected a float > 0. "
+            raise InvalidInputError(f"Invalid value received for argument `strength`. Expected a float > 0. "
                              f"Received: strength={strength!r}")
         self.strength = float(strength)
         self.eps = float(eps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numbers
 
 from tflbayes._keras import keras, register
+from tflbayes.errors import InvalidInputError
 
 __all__ = ["MCDropout"]
 
@@ -46,18 +47,18 @@ class MCDropout(keras.layers.Dropout):
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-            raise ValueError(
+            raise InvalidInputError(
                 "Invalid value received for argument `rate`. Expected a float between 0 "
                 f"(inclusive) and 1 (exclusive). Received: rate={rate!r}"
             )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise ValueError(
+            raise InvalidInputError(
                 "Invalid value received for argument `seed`. Expected an integer or None. "
                 f"Received: seed={seed!r}"
             )
         rng_type = kwargs.pop("rng_type", None)
         if kwargs.pop("force_generator", False) or rng_type not in (None, _LEGACY_RNG):
-            raise ValueError(
+            raise InvalidInputError(
                 "Invalid value received for argument `rng_type`. MCDropout always uses "
                 f"'{_LEGACY_RNG}' (tf.random.uniform, the LiteRT builtin RANDOM_UNIFORM). "
                 f"Received: rng_type={rng_type!r}"

@@ -35,6 +35,7 @@ import math
 import numbers
 
 from tflbayes._keras import keras, register, tf
+from tflbayes.errors import InvalidInputError
 
 __all__ = ["ESTIMATORS", "VariationalDense", "VariationalConv2D"]
 
@@ -56,8 +57,8 @@ def _rademacher(shape, dtype):
     return 2.0 * tf.floor(2.0 * u) - 1.0
 
 
-def _invalid(name: str, expected: str, value) -> ValueError:
-    return ValueError(
+def _invalid(name: str, expected: str, value) -> InvalidInputError:
+    return InvalidInputError(
         f"Invalid value received for argument `{name}`. Expected {expected}. "
         f"Received: {name}={value!r}"
     )
@@ -303,7 +304,7 @@ class VariationalDense(_MeanFieldGaussian):
         input_shape = tf.TensorShape(input_shape)
         last_dim = tf.compat.dimension_value(input_shape[-1])
         if last_dim is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "The last dimension of the inputs to `VariationalDense` should be defined. "
                 f"Received: input_shape={input_shape}"
             )
@@ -414,7 +415,7 @@ class VariationalConv2D(_MeanFieldGaussian):
         input_shape = tf.TensorShape(input_shape)
         channels = tf.compat.dimension_value(input_shape[-1])
         if channels is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "The channel dimension of the inputs to `VariationalConv2D` should be defined. "
                 f"Received: input_shape={input_shape}"
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from tflbayes._keras import keras, register, tf
 from tflbayes.layers.variational import _check_pair, _check_positive_int, _invalid, _MeanFieldGaussian
+from tflbayes.errors import InvalidInputError
 
 __all__ = ["VariationalConv1D", "VariationalDepthwiseConv2D"]
 
@@ -72,7 +73,7 @@ class VariationalConv1D(_MeanFieldGaussian):
     def build(self, input_shape):
         channels = tf.compat.dimension_value(tf.TensorShape(input_shape)[-1])
         if channels is None:
-            raise ValueError("The channel dimension of the inputs to `VariationalConv1D` should be defined. "
+            raise InvalidInputError("The channel dimension of the inputs to `VariationalConv1D` should be defined. "
                              f"Received: input_shape={input_shape}")
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: channels})
         self._add_posterior_weights((self.kernel_size, channels, self.filters), self.filters)
@@ -136,7 +137,7 @@ class VariationalDepthwiseConv2D(_MeanFieldGaussian):
     def build(self, input_shape):
         channels = tf.compat.dimension_value(tf.TensorShape(input_shape)[-1])
         if channels is None:
-            raise ValueError("The channel dimension of the inputs to `VariationalDepthwiseConv2D` should be "
+            raise InvalidInputError("The channel dimension of the inputs to `VariationalDepthwiseConv2D` should be "
                              f"defined. Received: input_shape={input_shape}")
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
         self._add_posterior_weights((*self.kernel_size, channels, self.depth_multiplier),

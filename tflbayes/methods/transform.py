@@ -174,13 +174,13 @@ def _variational_twin(entry, options):
     if kind == "Dense":
         return tl.VariationalDense(c["units"], **common)
     if kind not in ("Conv1D", "Conv2D", "DepthwiseConv2D"):
-        raise ValueError(f"{kind} has no variational twin in tflbayes")
+        raise InvalidInputError(f"{kind} has no variational twin in tflbayes")
     if c.get("data_format", "channels_last") != "channels_last":
-        raise ValueError("only data_format='channels_last' is supported")
+        raise InvalidInputError("only data_format='channels_last' is supported")
     if any(int(d) != 1 for d in c.get("dilation_rate", (1,))) or c.get("groups", 1) != 1:
-        raise ValueError("dilation and groups are not supported by VI")
+        raise InvalidInputError("dilation and groups are not supported by VI")
     if c.get("padding") not in ("valid", "same"):
-        raise ValueError(f"padding={c.get('padding')!r} is not supported by VI (only 'valid' and 'same')")
+        raise InvalidInputError(f"padding={c.get('padding')!r} is not supported by VI (only 'valid' and 'same')")
     conv = dict(strides=tuple(c["strides"]), padding=c["padding"], **common)
     if kind == "Conv1D":
         return tl.VariationalConv1D(c["filters"], int(c["kernel_size"][0]), **{**conv, "strides": int(c["strides"][0])})

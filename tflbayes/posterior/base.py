@@ -9,6 +9,7 @@ import numpy as np
 from tflbayes._checks import check_classification, check_inputs
 from tflbayes._keras import keras, tf
 from tflbayes.uncertainty import Prediction, prediction_from_samples
+from tflbayes.errors import InvalidInputError, InvalidTypeError
 
 __all__ = ["Posterior", "SingleNetworkPosterior", "softmax", "forward"]
 
@@ -52,14 +53,14 @@ class Posterior(abc.ABC):
     def __init__(self, model, method: str, options: Optional[dict] = None,
                  class_names: Optional[Sequence[str]] = None):
         if not isinstance(model, keras.Model):
-            raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
+            raise InvalidTypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
         self.model = model
         self.method = str(method)
         self.options = dict(options or {})
         n_out = int(model.output_shape[-1])
         names = list(class_names) if class_names is not None else [str(i) for i in range(n_out)]
         if len(names) != n_out:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Invalid value received for argument `class_names`: the model has {n_out} outputs "
                 f"but {len(names)} class names were given."
             )

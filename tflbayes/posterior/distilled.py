@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tflbayes._keras import keras
-from tflbayes.errors import InvalidInputError
+from tflbayes.errors import InvalidInputError, InvalidTypeError
 from tflbayes.posterior.base import SingleNetworkPosterior, forward, softmax
 from tflbayes.uncertainty import Prediction, entropy
 
@@ -65,7 +65,7 @@ class DistilledPosterior(SingleNetworkPosterior):
     def __init__(self, model, method: str, options: Optional[dict] = None,
                  class_names: Optional[Sequence[str]] = None):
         if not isinstance(model, keras.Model):
-            raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
+            raise InvalidTypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
         options = dict(options or {})
         exps = list(options.setdefault("expectations", ["predictive"]))
         if (not exps or exps[0] != "predictive" or any(e not in EXPECTATIONS for e in exps)
@@ -77,7 +77,7 @@ class DistilledPosterior(SingleNetworkPosterior):
         c = n_out - (len(exps) - 1)
         names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
         if c < 2 or len(names) != c:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Invalid value received for argument `class_names`: the model has {n_out} outputs, i.e. "
                 f"{c} classes plus {len(exps) - 1} distilled expectation(s), but {len(names)} class names were given.")
         self.model = model

@@ -36,14 +36,14 @@ class EnsemblePosterior(Posterior):
                  mask: Optional[Sequence[Optional[np.ndarray]]] = None):
         super().__init__(model, method, options, class_names)
         if len(weights) < 1:
-            raise ValueError("Invalid value received for argument `weights`: an ensemble needs >= 1 member.")
+            raise InvalidInputError("Invalid value received for argument `weights`: an ensemble needs >= 1 member.")
         ref = [tuple(w.shape) for w in model.get_weights()]
         members = []
         for i, ws in enumerate(weights):
             ws = [np.asarray(w, dtype=np.float32) for w in ws]
             shapes = [tuple(w.shape) for w in ws]
             if shapes != ref:
-                raise ValueError(
+                raise InvalidInputError(
                     f"Invalid value received for argument `weights`: member {i} has weight shapes "
                     f"{shapes}, the architecture needs {ref}."
                 )
@@ -98,7 +98,7 @@ class EnsemblePosterior(Posterior):
 def _check_mask(mask, shapes, members) -> list:
     """``mask`` as a list of ``None`` / bool arrays matching ``shapes``; members must be zero outside it."""
     if len(mask) != len(shapes):
-        raise ValueError(
+        raise InvalidInputError(
             f"Invalid value received for argument `mask`: it has {len(mask)} entries, the architecture has "
             f"{len(shapes)} weight tensors (use None for a dense tensor)."
         )
@@ -109,13 +109,13 @@ def _check_mask(mask, shapes, members) -> list:
             continue
         m = np.asarray(m)
         if m.dtype != bool or tuple(m.shape) != shape:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Invalid value received for argument `mask`: entry {k} must be a boolean array of shape "
                 f"{list(shape)}. Received: dtype={m.dtype}, shape={list(m.shape)}"
             )
         for i, ws in enumerate(members):
             if np.any(ws[k][~m] != 0):
-                raise ValueError(
+                raise InvalidInputError(
                     f"Invalid value received for argument `weights`: member {i} has non-zero values outside "
                     f"the shared mask of weight tensor {k}."
                 )

@@ -86,7 +86,7 @@ class LaplacePosterior(SingleNetworkPosterior):
                 f"Invalid value received for option `link`. Expected one of {LINKS}. Received: link={self.options['link']!r}")
         head = model.layers[-1]
         if not isinstance(head, LaplaceHead):
-            raise ValueError(f"Invalid value received for argument `model`: its last layer must be a LaplaceHead, "
+            raise InvalidInputError(f"Invalid value received for argument `model`: its last layer must be a LaplaceHead, "
                              f"found {type(head).__name__}.")
         self.head = head
         self.options["structure"] = head.structure

@@ -40,7 +40,7 @@ class SinglePassPosterior(SingleNetworkPosterior):
         super().__init__(model, method, options, class_names)
         shape = tuple(model.output_shape)
         if len(shape) != 3 or shape[1] is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Invalid value received for argument `model`: a single-pass posterior's model outputs logits "
                 f"[B, S, C]; this one outputs {list(shape)}.")
         self.options["num_samples"] = int(shape[1])

@@ -45,8 +45,9 @@ import numpy as np
 from tflbayes._io import (
     atomic_dir, check_member, digest_json, load_npz, read_json, require_field, sha256_file, write_json,
 )
+from tflbayes._checks import check_path
 from tflbayes._keras import keras
-from tflbayes.errors import PosteriorFormatError
+from tflbayes.errors import InvalidTypeError, PosteriorFormatError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SHARED_MASK_VERSION", "LAYOUTS", "KINDS", "MAX_SAMPLES", "register_kind",
            "save", "load", "folder_digest"]
@@ -72,9 +73,9 @@ def register_kind(cls) -> None:
     """Make ``cls`` (a Posterior subclass with a ``kind`` and ``_from_storage``) loadable."""
     kind = getattr(cls, "kind", "")
     if not isinstance(kind, str) or not kind:
-        raise TypeError(f"{cls.__name__} needs a non-empty `kind` string to be stored.")
+        raise InvalidTypeError(f"{cls.__name__} needs a non-empty `kind` string to be stored.")
     if not hasattr(cls, "_from_storage"):
-        raise TypeError(f"{cls.__name__} needs a `_from_storage(model, sets, meta)` classmethod to be loaded.")
+        raise InvalidTypeError(f"{cls.__name__} needs a `_from_storage(model, sets, meta)` classmethod to be loaded.")
     KINDS[kind] = cls
 
 
@@ -131,7 +132,7 @@ def folder_digest(path) -> str:
     """One sha256 over a posterior folder's three files (compare it with a digest the publisher gives)."""
     import hashlib
 
-    root = Path(path)
+    root = check_path("path", path)
     h = hashlib.sha256()
     for f in (_META, *_FILES):
         h.update(f.encode() + b"\0" + sha256_file(check_member(root, f, PosteriorFormatError)).encode() + b"\n")
@@ -250,7 +251,7 @@ def load(path):
     """
     import tflbayes.posterior  # noqa: F401  (registers the built-in kinds)
 
-    root = Path(path)
+    root = check_path("path", path)
     if not root.is_dir():
         raise PosteriorFormatError(f"Posterior folder {root} does not exist.")
     meta_path = check_member(root, _META, PosteriorFormatError, "posterior file")

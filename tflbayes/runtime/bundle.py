@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from tflbayes._checks import check_inputs
+from tflbayes._checks import check_inputs, check_path
 from tflbayes._io import check_member, read_json, sha256_file
 from tflbayes.errors import BundleError, InvalidInputError
 from tflbayes.runtime.manifest import validate_manifest
@@ -128,7 +128,7 @@ class Bundle:
     def __init__(self, path, num_threads: Optional[int] = None, max_resident: Optional[int] = None,
                  use_edgetpu: bool = False, runtime: str = "litert", noise_seed: int = 0,
                  edgetpu_device: Optional[str] = None):
-        self.path = Path(path)
+        self.path = check_path("path", path)
         if not self.path.is_dir():
             raise BundleError(f"Bundle folder {self.path} does not exist.")
         mpath = self.path / "manifest.json"

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tflbayes._keras import keras
+from tflbayes.errors import InvalidInputError
 
 __all__ = ["SampleCollector", "collection_steps"]
 
@@ -42,7 +43,7 @@ class SampleCollector(keras.callbacks.Callback):
         super().__init__()
         steps = sorted(int(s) for s in steps)
         if not steps or steps[0] < 1 or len(set(steps)) != len(steps):
-            raise ValueError(
+            raise InvalidInputError(
                 "Invalid value received for argument `steps`. Expected distinct optimizer steps >= 1. "
                 f"Received: steps={list(steps)[:5]}{'...' if len(steps) > 5 else ''}"
             )

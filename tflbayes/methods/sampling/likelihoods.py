@@ -32,7 +32,7 @@ class GaussianNLL(keras.losses.Loss):
     def __init__(self, noise_std: float = 1.0, name: str = "gaussian_nll", **kwargs):
         super().__init__(name=name, **kwargs)
         if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std > 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Invalid value received for argument `noise_std`. Expected a number > 0. Received: noise_std={noise_std!r}"
             )
         self.noise_std = float(noise_std)

@@ -23,13 +23,14 @@ import numbers
 from typing import Optional
 
 from tflbayes._keras import keras, register, tf
+from tflbayes.errors import InvalidInputError
 
 __all__ = ["SGLD", "SGHMC"]
 
 
 def _check(name, value, ok, expected):
     if isinstance(value, bool) or not ok:
-        raise ValueError(f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}")
+        raise InvalidInputError(f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}")
 
 
 def _plain(value):

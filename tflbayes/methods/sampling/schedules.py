@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 from tflbayes._keras import keras, register, tf
+from tflbayes.errors import InvalidInputError
 
 __all__ = ["PolynomialStepSize", "CyclicalCosine", "SamplingPhase"]
 
@@ -33,13 +34,13 @@ class PolynomialStepSize(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, initial: float, decay_steps: float, power: float = 0.55):
         if not initial > 0:
-            raise ValueError(f"Invalid value received for argument `initial`. Expected > 0. Received: initial={initial!r}")
+            raise InvalidInputError(f"Invalid value received for argument `initial`. Expected > 0. Received: initial={initial!r}")
         if not decay_steps > 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Invalid value received for argument `decay_steps`. Expected > 0. Received: decay_steps={decay_steps!r}"
             )
         if not 0 <= power <= 1:
-            raise ValueError(f"Invalid value received for argument `power`. Expected in [0, 1]. Received: power={power!r}")
+            raise InvalidInputError(f"Invalid value received for argument `power`. Expected in [0, 1]. Received: power={power!r}")
         self.initial, self.decay_steps, self.power = float(initial), float(decay_steps), float(power)
 
     def __call__(self, step):
@@ -66,9 +67,9 @@ class CyclicalCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, initial: float, cycle_length: int):
         if not initial > 0:
-            raise ValueError(f"Invalid value received for argument `initial`. Expected > 0. Received: initial={initial!r}")
+            raise InvalidInputError(f"Invalid value received for argument `initial`. Expected > 0. Received: initial={initial!r}")
         if not int(cycle_length) >= 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Invalid value received for argument `cycle_length`. Expected >= 1. Received: cycle_length={cycle_length!r}"
             )
         self.initial, self.cycle_length = float(initial), int(cycle_length)
@@ -93,11 +94,11 @@ class SamplingPhase(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, cycle_length: int, exploration: float):
         if not int(cycle_length) >= 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Invalid value received for argument `cycle_length`. Expected >= 1. Received: cycle_length={cycle_length!r}"
             )
         if not 0 <= exploration < 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Invalid value received for argument `exploration`. Expected in [0, 1). Received: exploration={exploration!r}"
             )
         self.cycle_length, self.exploration = int(cycle_length), float(exploration)
