@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tflbayes._keras import keras
 from tflbayes.errors import InvalidInputError
-from tflbayes.methods.transform import _Graph, class_name
+from tflbayes.methods.transform import ConfigGraph, class_name
 
 __all__ = ["default_student", "widen", "with_extra_outputs", "check_student", "build_student_model",
            "count_params"]
@@ -21,7 +21,7 @@ __all__ = ["default_student", "widen", "with_extra_outputs", "check_student", "b
 _STOCHASTIC = {"MCDropout", "VariationalDense", "VariationalConv2D"}
 
 
-class _Config(_Graph):
+class _Config(ConfigGraph):
     """The teacher's / student's config, rebuilt with fresh weights (widths may change)."""
 
     def __init__(self, model, what: str = "model"):
