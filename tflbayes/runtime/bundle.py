@@ -1,6 +1,6 @@
 """Run a tflbayes bundle on the LiteRT interpreter (``ai_edge_litert``): numpy only, no TensorFlow.
 
-This is what a Linux edge board runs (``pip install tflbayes[runtime]``)::
+This is what a Linux edge board runs (the base install, ``pip install tflbayes``: no TensorFlow)::
 
     from tflbayes.runtime import load_bundle
     b = load_bundle("bundles/ens")
