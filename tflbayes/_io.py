@@ -248,7 +248,7 @@ def read_json(path, error_cls, what: str = "file", max_bytes: int = MAX_JSON_BYT
     """Read a JSON object of at most ``max_bytes``, raising ``error_cls`` naming the file on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise error_cls(f"{what} {path} is missing.")
+        raise error_cls(f"{what} {path} does not exist (or is not a regular file).")
     try:
         size = path.stat().st_size
         if size > max_bytes:
