@@ -49,8 +49,9 @@ def _surface() -> dict:
 
     for name in tb.__all__:
         value = getattr(tb, name)
+        if not inspect.ismodule(value) or callable(value):  # tb.distill: a function, or the callable package
+            add("tb", name, getattr(value, name, value) if inspect.ismodule(value) else value)
         if not inspect.ismodule(value):
-            add("tb", name, value)
             continue
         for sub in getattr(value, "__all__", []):
             member = getattr(value, sub, None)

@@ -12,7 +12,7 @@ weights, the way :mod:`tflbayes.methods.transform` makes stochastic twins:
 from __future__ import annotations
 
 from tflbayes._keras import keras
-from tflbayes.errors import InvalidInputError
+from tflbayes.errors import InvalidInputError, InvalidTypeError
 from tflbayes.methods.transform import ConfigGraph, class_name
 
 __all__ = ["default_student", "widen", "with_extra_outputs", "check_student", "build_student_model",
@@ -47,6 +47,9 @@ def default_student(teacher):
     ``VariationalConv2D`` become ``Dense`` / ``Conv2D`` with the same units, kernel size, strides,
     padding, activation and bias setting. Every other layer and every name is kept.
     """
+    if not isinstance(getattr(teacher, "model", None), keras.Model):
+        raise InvalidTypeError(f"`teacher` must be a tflbayes Posterior (with a Keras `model`). "
+                               f"Received: {type(teacher).__name__}")
     cfg = _Config(teacher.model, "teacher's model")
     for i, e in enumerate(cfg.entries):
         if class_name(e) in _STOCHASTIC:

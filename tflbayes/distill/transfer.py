@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tflbayes.errors import InvalidInputError
+from tflbayes._checks import as_float_array
+from tflbayes.errors import InvalidInputError, InvalidTypeError
 
 __all__ = ["AUX_KINDS", "auxiliary_inputs", "perturb", "transfer_pool", "teacher_samples"]
 
@@ -46,7 +47,9 @@ def _shift_images(x: np.ndarray, shift: int, rng: np.random.Generator) -> np.nda
 def perturb(x, rng: np.random.Generator, noise_std: float = 0.05, shift: int = 0) -> np.ndarray:
     """A perturbed copy of ``x``: random shifts of images (``|offset| <= shift`` px), then Gaussian
     noise with standard deviation ``noise_std`` times the data range, clipped to that range."""
-    x = np.asarray(x, dtype=np.float32)
+    x = as_float_array(x, "x").astype(np.float32)
+    if not isinstance(rng, np.random.Generator):
+        raise InvalidTypeError(f"`rng` must be a numpy.random.Generator. Received: {type(rng).__name__}")
     lo, hi = _range(x)
     out = _shift_images(x, int(shift), rng) if shift and x.ndim >= 3 else x.copy()
     if noise_std:
@@ -82,7 +85,7 @@ def auxiliary_inputs(x, num: Optional[int] = None, kinds: Sequence[str] = AUX_KI
         >>> auxiliary_inputs(np.random.rand(20, 8, 8, 1), num=30).shape
         (30, 8, 8, 1)
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = as_float_array(x, "x").astype(np.float32)
     if x.ndim < 2 or len(x) == 0:
         raise InvalidInputError(f"`x` must be a non-empty batch of inputs [N, ...]. Received: shape={list(x.shape)}")
     kinds = list(kinds)
