@@ -6,7 +6,8 @@ from typing import Optional
 
 import numpy as np
 
-from tflbayes._checks import check_choice, check_classification, check_inputs, check_labelled, check_positive_int
+from tflbayes._checks import (check_choice, check_classification, check_inputs, check_labelled, check_positive_int,
+                              check_posterior)
 from tflbayes._io import atomic_dir
 from tflbayes._keras import tf
 from tflbayes.errors import ConversionError, InvalidInputError
@@ -103,6 +104,7 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
     """
     from tflbayes.runtime import Bundle
 
+    check_posterior(posterior)
     check_classification(posterior, "tb.convert")
     mode = mode if mode is not None else _default_mode(posterior)
     check_choice("mode", mode, MODES)

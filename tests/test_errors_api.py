@@ -26,16 +26,9 @@ class Foreign:
 
 BAD = Foreign()
 
-# Public callables that still answer a bad argument with a non-tflbayes exception, with the file's
-# owner; strict: once fixed, the xfail turns into a failure and the entry must go.
-_E, _B, _A, _C = ("posterior / runtime.bundle / _io (helper E)", "layers / compress (helper B)",
-                  "converters.convert (helper A)", "runtime.manifest (helper C)")
-KNOWN = {
-    "tb.merge": f"iterating a non-list raises TypeError: {_E}",
-    "tb.convert": f"AttributeError on a non-posterior: {_A}",
-    "tflbayes.runtime.validate_manifest": f"AttributeError on a non-dict manifest: {_C}",
-    "tflbayes.compress.sparse_members": f"AttributeError on a non-posterior: {_B}",
-}
+# Public callables that still answer a bad argument with a non-tflbayes exception (strict xfails:
+# once fixed, the entry must go). Empty: every public callable answers with a TflbayesError.
+KNOWN: dict = {}
 
 
 def _surface() -> dict:
@@ -128,8 +121,7 @@ def test_path_and_array_checks_name_the_argument():
 
 @pytest.mark.parametrize("method", [
     "predict", "sample_probs",
-    "save",
-    pytest.param("member_model", marks=pytest.mark.xfail(strict=True, reason=f"list index TypeError: {_E}")),
+    "save", "member_model",
 ])
 def test_posterior_methods_refuse_a_foreign_argument(untrained_ensemble, method):
     with pytest.raises(TflbayesError):

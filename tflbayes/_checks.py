@@ -122,6 +122,16 @@ def check_positive_float(name: str, value, allow_zero: bool = False) -> float:
     return value
 
 
+def check_posterior(value, name: str = "posterior"):
+    """``value`` if it is a :class:`tflbayes.Posterior`, else :class:`InvalidTypeError` naming the argument."""
+    from tflbayes.posterior.base import Posterior
+
+    if not isinstance(value, Posterior):
+        raise InvalidTypeError(f"`{name}` must be a tflbayes Posterior (from tb.fit, tb.load, tb.distill, ...). "
+                               f"Received: {type(value).__name__}")
+    return value
+
+
 def check_classification(posterior, where: str) -> None:
     """Refuse a ``likelihood="regression"`` posterior where only classifiers are supported.
 

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 from tflbayes._keras import tf
+from tflbayes._checks import check_posterior
 from tflbayes.errors import ConversionError
 
 __all__ = ["SPARSITY_OPTIMIZATION", "sparse_member_tflite", "sparse_members", "convert_sparse"]
@@ -40,5 +41,6 @@ def sparse_member_tflite(posterior, i: int, batch_size: int = 1) -> bytes:
 
 def sparse_members(posterior, batch_size: int = 1) -> dict:
     """``{"member_000.tflite": bytes, ...}``: every member in the sparse tensor format."""
+    check_posterior(posterior)
     return {f"member_{i:03d}.tflite": sparse_member_tflite(posterior, i, batch_size)
             for i in range(posterior.num_samples)}

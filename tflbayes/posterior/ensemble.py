@@ -71,6 +71,9 @@ class EnsemblePosterior(Posterior):
 
     def member_model(self, i: int):
         """A fresh Keras model holding member ``i``'s weights."""
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self._members):
+            raise InvalidInputError(f"Invalid value received for argument `i`. Expected a member index in "
+                                    f"[0, {len(self._members)}). Received: i={i!r}")
         m = keras.models.clone_model(self.model)
         m.set_weights(self._members[i])
         return m

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from tflbayes.errors import InvalidInputError
+from tflbayes.errors import InvalidInputError, InvalidTypeError
 from tflbayes.posterior.ensemble import EnsemblePosterior
 
 __all__ = ["merge"]
@@ -24,7 +24,14 @@ def merge(posteriors: Sequence, method: str | None = None) -> EnsemblePosterior:
     """
     from tflbayes.posterior.storage import load
 
-    parts = [load(p) if isinstance(p, (str, os.PathLike)) else p for p in posteriors]
+    try:
+        items = None if isinstance(posteriors, (str, os.PathLike)) else list(posteriors)
+    except TypeError:
+        items = None
+    if items is None:
+        raise InvalidTypeError("`posteriors` must be a list of ensemble posteriors or posterior folders. "
+                               f"Received: {type(posteriors).__name__}")
+    parts = [load(p) if isinstance(p, (str, os.PathLike)) else p for p in items]
     if not parts:
         raise InvalidInputError("Invalid value received for argument `posteriors`: nothing to merge.")
     for i, p in enumerate(parts):

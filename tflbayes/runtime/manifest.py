@@ -361,6 +361,8 @@ def _check_consistency(m, where) -> None:
 def validate_manifest(m: dict, path) -> dict:
     """Check the structure of a manifest (any readable version); raise :class:`BundleError` naming the field."""
     where = str(path)
+    if not isinstance(m, dict):
+        raise BundleError(f"{where}: the manifest must be a JSON object. Received: {type(m).__name__}")
     if m.get("format") != FORMAT:
         raise BundleError(f"{where}: field `format` is {m.get('format')!r}, expected {FORMAT!r}.")
     v = _need(m, "format_version", int, where)
