@@ -19,8 +19,16 @@ __all__ = ["convert", "DEFAULT_COVERAGE", "SPARSE_LAYOUTS"]
 DEFAULT_COVERAGE = 0.95
 # "dense": kernels as constants; "shared_mask": batched, mask indices once + values per member,
 # densified in the graph; "tflite": members, LiteRT's own sparse tensor format per file.
-SPARSE_LAYOUTS = ("dense", "shared_mask", "tflite")
+SPARSE_LAYOUTS = ("auto", "dense", "shared_mask", "tflite")
 _VERIFY_INPUTS = 100
+
+
+def _auto_sparse_layout(posterior, mode: str, precision: str, target: str) -> str:
+    """``"shared_mask"`` where the posterior stores one shared mask and the bundle can keep it, else ``"dense"``."""
+    mask = getattr(posterior, "mask", None)
+    shared = mask is not None and any(m is not None for m in mask)
+    fits = mode == "batched" and precision in ("float32", "float16") and target == "litert"
+    return "shared_mask" if shared and fits else "dense"
 
 
 def _default_mode(posterior) -> str:
@@ -57,7 +65,7 @@ def _calibrate(bundle, calibration, coverage) -> Optional[dict]:
 def convert(posterior, out, mode: Optional[str] = None, precision: str = "float32", representative_data=None,
             num_samples: Optional[int] = None, calibration=None, *, batch_size: int = 1,
             allow_flex: bool = False, coverage: float = DEFAULT_COVERAGE, verification_data=None,
-            verify: bool = True, sparse_layout: str = "dense", target: str = "litert",
+            verify: bool = True, sparse_layout: str = "auto", target: str = "litert",
             layout: str = "auto"):
     """Convert a posterior to a verified LiteRT bundle and return it loaded (:class:`~tflbayes.runtime.Bundle`).
 
@@ -83,8 +91,10 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
         verification_data: inputs for verification (default: calibration inputs, else the
             representative data, else the first input-shaped Gaussian noise — noted in the report).
         verify: run the verification (default True; a failure raises VerificationError).
-        sparse_layout: how sparse (pruned) kernels are stored. ``"dense"`` (default): as dense
-            constants. ``"shared_mask"`` (mode ``batched``, float32 / float16): the members'
+        sparse_layout: how sparse (pruned) kernels are stored. ``"auto"`` (default): follows the
+            posterior — ``"shared_mask"`` for an ensemble whose members share one mask when the
+            bundle is ``batched`` float32 / float16 on LiteRT, else ``"dense"`` (the choice is in
+            ``manifest["provenance"]["sparse_layout"]``). ``"dense"``: as dense constants. ``"shared_mask"`` (mode ``batched``, float32 / float16): the members'
             shared sparsity pattern once (int32 indices) and each member's values, densified in
             the graph with SCATTER_ND (for ``tb.compress.prune(..., method="shared_mask")``
             posteriors: O(2N + NS) bytes; costs a densification per invoke). ``"tflite"`` (mode
@@ -111,6 +121,8 @@ def convert(posterior, out, mode: Optional[str] = None, precision: str = "float3
     check_choice("precision", precision, PRECISIONS)
     check_choice("sparse_layout", sparse_layout, SPARSE_LAYOUTS)
     check_choice("target", target, TARGETS)
+    if sparse_layout == "auto":
+        sparse_layout = _auto_sparse_layout(posterior, mode, precision, target)
     if target == "micro":
         from tflbayes.converters.micro.target import check_micro_options
 

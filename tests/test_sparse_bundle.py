@@ -195,7 +195,7 @@ def test_per_member_pruned_ensemble_uses_the_union_of_masks(untrained_ensemble, 
 
 def test_convert_plumbs_the_sparse_layouts(mlp_sm, digits, tmp_path):
     cal = (digits.x_test[:50], digits.y_test[:50])
-    dense = tb.convert(mlp_sm, tmp_path / "dense", calibration=cal)
+    dense = tb.convert(mlp_sm, tmp_path / "dense", sparse_layout="dense", calibration=cal)
     sm = tb.convert(mlp_sm, tmp_path / "sm", sparse_layout="shared_mask", calibration=cal)
     assert sm.manifest["verification"]["passed"] is True
     assert sm.size_bytes < 0.5 * dense.size_bytes
@@ -205,3 +205,17 @@ def test_convert_plumbs_the_sparse_layouts(mlp_sm, digits, tmp_path):
     assert members.manifest["verification"]["passed"] is True
     with pytest.raises(InvalidInputError, match="sparse_layout"):
         tb.convert(mlp_sm, tmp_path / "bad", mode="members", sparse_layout="shared_mask")
+
+
+def test_default_sparse_layout_follows_the_posterior(mlp_sm, untrained_ensemble, digits, tmp_path):
+    """sparse_layout="auto" (the default) keeps a shared-mask posterior compact and a dense one dense."""
+    cal = (digits.x_test[:50], digits.y_test[:50])
+    auto = tb.convert(mlp_sm, tmp_path / "auto", calibration=cal)
+    assert auto.manifest["provenance"]["sparse_layout"] == "shared_mask"
+    assert "every invoke" in auto.manifest["provenance"]["sparse_cost"]
+    explicit = tb.convert(mlp_sm, tmp_path / "explicit", sparse_layout="shared_mask", calibration=cal)
+    assert auto.size_bytes == explicit.size_bytes
+    members = tb.convert(mlp_sm, tmp_path / "members", mode="members", calibration=cal)  # no shared layout there
+    assert members.manifest["provenance"]["sparse_layout"] == "dense"
+    dense = tb.convert(untrained_ensemble, tmp_path / "dense")
+    assert dense.manifest["provenance"]["sparse_layout"] == "dense"

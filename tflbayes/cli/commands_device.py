@@ -35,7 +35,7 @@ def _load_xy(path, what):
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--coverage", type=float, default=0.95, show_default=True, help="in-distribution inputs the threshold keeps")
 @click.option("--allow-flex", is_flag=True, help="allow Select TF (Flex) ops")
-@click.option("--sparse-layout", type=click.Choice(["dense", "shared_mask", "tflite"]), default="dense",
+@click.option("--sparse-layout", type=click.Choice(["auto", "dense", "shared_mask", "tflite"]), default="auto",
               show_default=True, help="pruned kernels: dense constants, shared mask densified in the batched "
               "graph, or LiteRT's sparse format per member file")
 @click.option("--layout", type=click.Choice(["auto", "packed", "general"]), default="auto", show_default=True,

@@ -197,6 +197,9 @@ def build_manifest(folder, posterior, *, mode: str, precision: str, num_samples:
         "provenance": {
             "posterior_kind": posterior.kind, "method": posterior.method, "options": posterior.options,
             "sparse_layout": sparse_layout,
+            **({"sparse_cost": "the shared mask is densified in the graph (SCATTER_ND, TRANSPOSE) on every "
+                               "invoke; sparse_layout='dense' trades bytes for latency"}
+               if sparse_layout == "shared_mask" else {}),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "tensorflow": tensorflow_version, "python": platform.python_version(),
         },
