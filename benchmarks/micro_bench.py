@@ -52,7 +52,7 @@ class PipelineInvoke:
                 g = TflmGraph(bundle.path / f, bundle.manifest, bundle.noise)
                 for name, det in g.inputs.items():  # feed plausible values once (x, or zeros for features)
                     v = x if name == "x" else np.zeros(det["shape"], np.float32)
-                    g.tflm.set_input(np.ascontiguousarray(g._quantize(v, det)), det["index"])
+                    g.tflm.set_input(np.ascontiguousarray(g.quantize(v, det)), det["index"])
                 for e in g.noise:  # noise filled once: the timing is TFLite Micro's, not the Python PRNG's
                     g.tflm.set_input(bundle.noise.fill(e["distribution"], e["shape"]), e["index"])
                 self.graphs.append(g)

@@ -50,7 +50,7 @@ import tflbayes.compress as compress
 from tflbayes._keras import keras, tf
 from tflbayes.architectures import cnn
 from tflbayes.bench.timing import interleaved, summarize
-from tflbayes.compress.shared_mask import _sghmc_available, find_mask
+from tflbayes.compress.shared_mask import sghmc_available, find_mask
 from tflbayes.converters.graphs.batched import build_batched
 from tflbayes.converters.tflite import to_tflite
 from tflbayes.posterior import EnsemblePosterior
@@ -85,7 +85,7 @@ def sweep(args, ds, x_ood, ens, vi, t0) -> dict:
     x, y = ds.x_test, ds.y_test
     curves = {k: {} for k in ("single", "single_finetuned", "ensemble", "shared_mask_sghmc", "shared_mask_ensemble",
                               "vi_snr", "vi_magnitude")}
-    sghmc = _sghmc_available()
+    sghmc = sghmc_available()
     data = (ds.x_train, ds.y_train)
     for sp in args.sparsities:
         key = f"{sp:.2f}"
@@ -336,7 +336,7 @@ def main(argv=None):
                   "vi_init_std": args.vi_init_std, "prune_epochs": args.prune_epochs,
                   "finetune_epochs": args.finetune_epochs, "sghmc_epochs": args.sghmc_epochs,
                   "mask_epochs": args.mask_epochs, "qat_epochs": args.qat_epochs, "quick": args.quick,
-                  "sghmc_available": _sghmc_available(),
+                  "sghmc_available": sghmc_available(),
                   "tensorflow": tf.__version__, "python": platform.python_version(),
                   "machine": platform.machine(), "seconds": None},
         "curves": curves,

@@ -116,11 +116,11 @@ def test_auto_budget_floor_and_record_on_small_data():
 def test_auto_budget_uses_validation_data_and_ceiling_warns():
     x, y, xt, yt, _ = small_tabular(0)
     cfg = TrainConfig(epochs="auto", batch_size=16, verbose=0, seed=0, validation_data=(xt, yt))
-    from tflbayes.methods import _train
+    from tflbayes.methods import training
 
-    _train.set_seed(0)
+    training.set_seed(0)
     model = small_builder()()
-    _train.compile_classifier(model, 1e-4)  # slow learning: still falling at a tiny ceiling
+    training.compile_classifier(model, 1e-4)  # slow learning: still falling at a tiny ceiling
     tiny = B.AutoBudget(min_steps=25, max_steps=100, patience_steps=50, min_patience_evals=2, eval_steps=25)
     with pytest.warns(UserWarning, match=r"ceiling of epochs='auto'.*integer `epochs`"):
         _, rec = B.fit_auto(model, x, y, cfg, budget=tiny, what="test model", warn_state=cfg.warn_state)

@@ -217,9 +217,9 @@ def test_shared_mask_global_scope_and_sampler_choice(untrained_ensemble, small_d
 
 
 def test_shared_mask_samples_with_sghmc_when_available(untrained_ensemble, small_data):
-    from tflbayes.compress.shared_mask import _sghmc_available
+    from tflbayes.compress.shared_mask import sghmc_available
 
-    if not _sghmc_available():
+    if not sghmc_available():
         pytest.skip("tflbayes.methods.sampling (sghmc) is not importable here")
     post = compress.prune(untrained_ensemble, 0.5, method="shared_mask", data=small_data, prune_epochs=1,
                           finetune_epochs=0, sample_epochs=1, members=2, sampler_options={"burn_in": 2})

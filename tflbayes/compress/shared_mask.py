@@ -99,7 +99,7 @@ def find_mask(model, weights, x, y, sparsity: float, scope: str, *, prune_epochs
     return out, masks
 
 
-def _sghmc_available() -> bool:
+def sghmc_available() -> bool:
     try:
         import tflbayes.methods.sampling  # noqa: F401  (registers sgld / sghmc)
     except Exception:  # not installed yet, or broken: fall back
@@ -179,8 +179,8 @@ def prune_shared_mask(posterior, sparsity: float, scope: str, x, y, **options):
                                 f"Received: prune_epochs={opts['prune_epochs']!r}")
     sampler = opts["sampler"]
     if sampler == "auto":
-        sampler = "sghmc" if _sghmc_available() else "ensemble"
-    elif sampler == "sghmc" and not _sghmc_available():
+        sampler = "sghmc" if sghmc_available() else "ensemble"
+    elif sampler == "sghmc" and not sghmc_available():
         raise InvalidInputError("sampler='sghmc' needs the SG-MCMC methods (tflbayes.methods.sampling), which are "
                                 "not available; use sampler='ensemble' or 'auto'.")
     s = posterior.num_samples if opts["members"] is None else opts["members"]

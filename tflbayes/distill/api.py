@@ -8,7 +8,7 @@ import numpy as np
 
 from tflbayes._checks import check_choice, check_classification, check_inputs, check_positive_float, check_positive_int
 from tflbayes.errors import InvalidInputError
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.budget import check_epochs, is_auto
 
 # importing the recipes registers them
@@ -202,7 +202,7 @@ def distill(teacher, x_transfer, method: str = "end2", build_student=None, *, ep
         num_samples = check_positive_int("num_samples", num_samples, minimum=recipe_cls.min_teacher_samples)
     seed_ = 0 if seed is None else int(seed)
 
-    _train.set_seed(seed)
+    training.set_seed(seed)
     student = build_student_model(build_student, teacher)  # fail fast, before the teacher runs
     aux, aux_kind = _aux(x_aux, x, teacher, seed_)
     t0 = time.perf_counter()

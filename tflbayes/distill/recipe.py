@@ -13,7 +13,7 @@ import numpy as np
 
 from tflbayes._keras import keras, tf
 from tflbayes.errors import DivergenceError, InvalidInputError
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.budget import AutoBudget, ceiling_warning, is_auto, repeated_dataset, stopping
 from tflbayes.methods.registry import TrainConfig
 
@@ -98,7 +98,7 @@ def fit_student(model, x: np.ndarray, y: np.ndarray, recipe: Recipe, *, epochs, 
         model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, verbose=verbose)
         own = recipe.callbacks(loss, epochs) if anneal else []
-        _train.train(model, x, y, cfg, callbacks=[*own, *callbacks], what=what)
+        training.train(model, x, y, cfg, callbacks=[*own, *callbacks], what=what)
         return loss, None
     if validation is None or not len(validation[0]):
         raise InvalidInputError("fit_student(epochs='auto') needs held-out transfer inputs (`validation`).")
@@ -108,12 +108,12 @@ def fit_student(model, x: np.ndarray, y: np.ndarray, recipe: Recipe, *, epochs, 
     x_val, y_val = validation
     stop = stopping(budget, chunk, lambda m: heldout_loss(m, loss, x_val, y_val), log_name="distillation loss")
     own = recipe.callbacks(loss, stop.min_evals) if anneal else []  # T reaches 1 within the floor
-    nan = _train.StopOnNaN()
+    nan = training.StopOnNaN()
     start = int(model.optimizer.iterations.numpy())
     model.fit(data, epochs=stop.max_evals, steps_per_epoch=chunk, callbacks=[*own, stop, *callbacks, nan],
               verbose=verbose)
     if hasattr(nan, "bad_batch"):
-        raise DivergenceError(_train.diverged_message(what, nan))
+        raise DivergenceError(training.diverged_message(what, nan))
     steps = int(model.optimizer.iterations.numpy()) - start
     if stop.stopped_by != "early_stopping" and len(stop.history) < stop.max_evals:
         stop.stopped_by = "callback"

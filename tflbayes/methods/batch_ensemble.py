@@ -19,7 +19,7 @@ import numpy as np
 from tflbayes._checks import check_positive_int
 from tflbayes._keras import keras
 from tflbayes.errors import InvalidInputError
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.registry import register_method
 from tflbayes.posterior.single_pass import SinglePassPosterior
 
@@ -94,13 +94,13 @@ def train_batch_ensemble(build_model, x, y, cfg, num_samples=4):
         num_samples: S, the members (default 4).
     """
     s = check_positive_int("num_samples", num_samples)
-    _train.set_seed(cfg.seed)
-    with _train.scope(cfg.strategy):
-        model = to_batch_ensemble(_train.build(build_model, x.shape[1:], y), s)
-        _train.compile_classifier(model, cfg.learning_rate)
+    training.set_seed(cfg.seed)
+    with training.scope(cfg.strategy):
+        model = to_batch_ensemble(training.build(build_model, x.shape[1:], y), s)
+        training.compile_classifier(model, cfg.learning_rate)
     run_cfg = cfg
     if cfg.validation_data is not None:
         xv, yv = cfg.validation_data
         run_cfg = dataclasses.replace(cfg, validation_data=(xv, np.repeat(yv[:, None], s, axis=1)))
-    _train.train(model, x, np.repeat(y[:, None], s, axis=1), run_cfg, what="BatchEnsemble")
+    training.train(model, x, np.repeat(y[:, None], s, axis=1), run_cfg, what="BatchEnsemble")
     return SinglePassPosterior(model, "batch_ensemble", {"num_samples": s}, cfg.class_names)

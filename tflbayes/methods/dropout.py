@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tflbayes._checks import check_positive_int
 from tflbayes.errors import InvalidInputError
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.registry import register_method
 from tflbayes.methods.transform import (DROPOUT_POLICIES, check_layers_option, dropout_summary,
                                         resolve_dropout_policy, to_mc_dropout)
@@ -43,17 +43,17 @@ def train_mc_dropout(build_model, x, y, cfg, rate=None, layers="auto", num_sampl
         raise InvalidInputError(
             f"Invalid value received for argument `rate`. Expected a float between 0 and 1. Received: rate={rate!r}"
         )
-    _train.set_seed(cfg.seed)
-    with _train.scope(cfg.strategy):
-        base = _train.build(build_model, x.shape[1:], y)
+    training.set_seed(cfg.seed)
+    with training.scope(cfg.strategy):
+        base = training.build(build_model, x.shape[1:], y)
         policy = resolve_dropout_policy(base, layers)
         model = to_mc_dropout(base, rate=rate, layers=layers)
-        _train.compile_classifier(model, cfg.learning_rate)
+        training.compile_classifier(model, cfg.learning_rate)
     where = dropout_summary(model)
     if cfg.verbose:
         feeds = "; ".join(f"{d} -> {', '.join(f)}" for d, f in where.items())
         print(f"mc_dropout (layers={layers!r}, policy {policy}): {len(where)} MCDropout layer(s): {feeds}")
-    _train.train(model, x, y, cfg, what="MC dropout model")
+    training.train(model, x, y, cfg, what="MC dropout model")
     options = {"rate": rate, "layers": layers, "num_samples": int(num_samples), "dropout_policy": policy,
                "dropout_layers": list(where), "dropout_feeds": {d: f for d, f in where.items()}}
     return StochasticPosterior(model, "mc_dropout", options, cfg.class_names)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tflbayes._checks import check_positive_int
 from tflbayes.errors import InvalidInputError
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.registry import register_method
 from tflbayes.posterior import EnsemblePosterior
 
@@ -28,11 +28,11 @@ def train_deep_ensemble(build_model, x, y, cfg, num_samples=None, members=None):
     for i in range(s):
         if cfg.verbose:
             print(f"deep_ensemble: member {i + 1}/{s}")
-        _train.set_seed(None if cfg.seed is None else cfg.seed + 1000 * i)
-        with _train.scope(cfg.strategy):
-            model = _train.build(build_model, x.shape[1:], y)
-            _train.compile_classifier(model, cfg.learning_rate)
-        _train.train(model, x, y, cfg, what=f"ensemble member {i}")
+        training.set_seed(None if cfg.seed is None else cfg.seed + 1000 * i)
+        with training.scope(cfg.strategy):
+            model = training.build(build_model, x.shape[1:], y)
+            training.compile_classifier(model, cfg.learning_rate)
+        training.train(model, x, y, cfg, what=f"ensemble member {i}")
         weights.append(model.get_weights())
     return EnsemblePosterior(model, weights, "deep_ensemble", {"members": s, "num_samples": s}, cfg.class_names)
 

@@ -37,7 +37,7 @@ from scipy.special import log_softmax
 from tflbayes._checks import check_choice, check_inputs, check_labels, check_positive_int
 from tflbayes._keras import keras
 from tflbayes.errors import InvalidInputError
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.registry import register_method
 from tflbayes.posterior.base import forward, softmax
 from tflbayes.posterior.laplace import LINKS, LaplacePosterior
@@ -229,10 +229,10 @@ def train_laplace(build_model, x, y, cfg, **options):
         check_choice(k, options[k], choices)
     if options["prior_precision"] == "val" and cfg.validation_data is None:
         raise InvalidInputError("prior_precision='val' needs validation_data=(x_val, y_val) in tb.fit.")
-    _train.set_seed(cfg.seed)
-    with _train.scope(cfg.strategy):
-        model = _train.build(build_model, x.shape[1:], y)
+    training.set_seed(cfg.seed)
+    with training.scope(cfg.strategy):
+        model = training.build(build_model, x.shape[1:], y)
         _last_dense(model)  # refuse before training
-        _train.compile_classifier(model, cfg.learning_rate)
-    _train.train(model, x, y, cfg, what="network (Laplace MAP)")
+        training.compile_classifier(model, cfg.learning_rate)
+    training.train(model, x, y, cfg, what="network (Laplace MAP)")
     return fit_laplace(model, (x, y), class_names=cfg.class_names, validation_data=cfg.validation_data, **options)

@@ -28,7 +28,7 @@ import numpy as np
 from tflbayes._checks import check_positive_int
 from tflbayes._keras import keras
 from tflbayes.errors import DivergenceError, InvalidInputError
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.registry import register_method
 from tflbayes.posterior.single_pass import SinglePassPosterior
 
@@ -165,19 +165,19 @@ def train_mimo(build_model, x, y, cfg, num_samples=3, batch_repetitions=1, input
             f"Received: input_repetition={input_repetition!r}")
     if isinstance(cfg.epochs, bool) or not isinstance(cfg.epochs, int):
         raise InvalidInputError(f"method 'mimo' trains for a fixed number of epochs; received epochs={cfg.epochs!r}.")
-    _train.set_seed(cfg.seed)
-    with _train.scope(cfg.strategy):
-        core, predictor = to_mimo(_train.build(build_model, x.shape[1:], y), s)
-        _train.compile_classifier(core, cfg.learning_rate)
+    training.set_seed(cfg.seed)
+    with training.scope(cfg.strategy):
+        core, predictor = to_mimo(training.build(build_model, x.shape[1:], y), s)
+        training.compile_classifier(core, cfg.learning_rate)
     val = None
     if cfg.validation_data is not None:
         xv, yv = cfg.validation_data
         val = (np.concatenate([xv] * s, axis=-1), np.repeat(yv[:, None], s, axis=1))
-    nan = _train.StopOnNaN()
+    nan = training.StopOnNaN()
     core.fit(MimoBatches(x, y, s, cfg.batch_size, r, input_repetition, cfg.seed), epochs=cfg.epochs,
              validation_data=val, callbacks=[*cfg.callbacks, nan], verbose=cfg.verbose)
     if hasattr(nan, "bad_batch"):
-        raise DivergenceError(_train.diverged_message("MIMO network", nan))
+        raise DivergenceError(training.diverged_message("MIMO network", nan))
     # the posterior holds an uncompiled copy: a folder stores architectures, not training configs
     fresh = keras.models.clone_model(core)
     fresh.set_weights(core.get_weights())

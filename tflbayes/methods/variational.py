@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from tflbayes._checks import check_choice, check_positive_float, check_positive_int
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.registry import register_method
 from tflbayes.methods.transform import VARIATIONAL_POLICIES, check_layers_option, to_variational, variational_summary
 from tflbayes.posterior import StochasticPosterior
@@ -46,17 +46,17 @@ def train_variational(build_model, x, y, cfg, estimator="flipout", prior_std=1.0
     check_positive_float("init_std", init_std)
     check_positive_int("num_samples", num_samples)
     kl = 1.0 / len(x) if kl_weight is None else check_positive_float("kl_weight", kl_weight, allow_zero=True)
-    _train.set_seed(cfg.seed)
-    with _train.scope(cfg.strategy):
-        model = to_variational(_train.build(build_model, x.shape[1:], y), layers=layers, estimator=estimator,
+    training.set_seed(cfg.seed)
+    with training.scope(cfg.strategy):
+        model = to_variational(training.build(build_model, x.shape[1:], y), layers=layers, estimator=estimator,
                                prior_std=float(prior_std), kl_weight=kl, init_std=float(init_std))
-        _train.compile_classifier(model, cfg.learning_rate)
+        training.compile_classifier(model, cfg.learning_rate)
     which = variational_summary(model)
     if cfg.verbose:
         rest = f"; deterministic: {', '.join(which['deterministic'])}" if which["deterministic"] else ""
         print(f"variational (layers={layers!r}): {len(which['variational'])} variational layer(s): "
               f"{', '.join(which['variational'])}{rest}")
-    _train.train(model, x, y, cfg, what="variational model")
+    training.train(model, x, y, cfg, what="variational model")
     options = {"estimator": estimator, "prior_std": float(prior_std), "kl_weight": kl,
                "init_std": float(init_std), "layers": layers, "num_samples": int(num_samples),
                "variational_layers": which["variational"], "deterministic_layers": which["deterministic"]}

@@ -23,7 +23,7 @@ from tflbayes.errors import BundleError, InvalidInputError
 from tflbayes.runtime.manifest import validate_manifest
 from tflbayes.uncertainty import Prediction, decompose
 
-__all__ = ["Bundle", "load_bundle", "ABSTAIN"]
+__all__ = ["Bundle", "load_bundle", "ABSTAIN", "quantize", "dequantize"]
 
 ABSTAIN = "abstain"
 _MAX_MANIFEST_BYTES = 16 << 20
@@ -69,9 +69,9 @@ class _Graph:
             v = np.asarray(values[name])
             if tuple(v.shape) != tuple(det["shape"]):
                 raise BundleError(f"{self.path}: input {name!r} has shape {list(det['shape'])}, got {list(v.shape)}.")
-            feed[name] = _quantize(v, det)
+            feed[name] = quantize(v, det)
         raw = self.runner(**feed)
-        return {k: _dequantize(raw[k], self.outputs[k]) for k in raw}
+        return {k: dequantize(raw[k], self.outputs[k]) for k in raw}
 
 
 def _qparams(det):
@@ -82,7 +82,8 @@ def _qparams(det):
     return float(scales[0]), int(zps[0])
 
 
-def _quantize(v, det):
+def quantize(v, det):
+    """``v`` in the dtype of the input tensor ``det`` (LiteRT tensor details): int8 by its scale and zero point."""
     dtype = det["dtype"]
     if dtype == np.float32:
         return v.astype(np.float32)
@@ -94,7 +95,8 @@ def _quantize(v, det):
     return np.clip(np.round(v / scale + zp), info.min, info.max).astype(dtype)
 
 
-def _dequantize(v, det):
+def dequantize(v, det):
+    """An output tensor ``v`` back to float32 by the scale and zero point of ``det`` (float tensors pass through)."""
     v = np.asarray(v)
     if v.dtype in (np.float32, np.float64):
         return v.astype(np.float32)

@@ -96,10 +96,10 @@ class TflmGraph:
     """
 
     def __init__(self, path: Path, manifest: dict, rng, arena_size=None):
-        from tflbayes.runtime.bundle import _dequantize, _quantize  # same package: the LiteRT path's rules
+        from tflbayes.runtime.bundle import dequantize, quantize  # same package: the LiteRT path's rules
 
         self.path = Path(path)
-        self._quantize, self._dequantize = _quantize, _dequantize
+        self.quantize, self.dequantize = quantize, dequantize
         tmap = tensor_map(manifest, self.path)
         measured = ((manifest.get("micro") or {}).get("graphs") or {}).get(self.path.name, {}).get("arena_bytes")
         self.arena_size = int(arena_size or (measured + ARENA_HEADROOM if measured else DEFAULT_ARENA))
@@ -119,10 +119,10 @@ class TflmGraph:
                     v = np.asarray(values[name])
                     if tuple(v.shape) != tuple(det["shape"]):
                         raise BundleError(f"{self.path}: input {name!r} has shape {list(det['shape'])}, got {list(v.shape)}.")
-                    it.set_input(np.ascontiguousarray(self._quantize(v, det)), det["index"])
+                    it.set_input(np.ascontiguousarray(self.quantize(v, det)), det["index"])
                 for e in self.noise:  # the device's tb_rng_uniform / tb_rng_normal fills, in input order
                     det = _details(e)
-                    it.set_input(np.ascontiguousarray(self._quantize(self.rng.fill(e["distribution"], e["shape"]), det)),
+                    it.set_input(np.ascontiguousarray(self.quantize(self.rng.fill(e["distribution"], e["shape"]), det)),
                                  e["index"])
                 it.invoke()
                 raw = {name: it.get_output(det["index"]) for name, det in self.outputs.items()}
@@ -132,4 +132,4 @@ class TflmGraph:
                 exc = None
         if exc is not None:
             raise BundleError(f"{self.path}: TFLite Micro failed to invoke: {_message(exc, err)}")
-        return {k: self._dequantize(np.asarray(v), self.outputs[k]) for k, v in raw.items()}
+        return {k: self.dequantize(np.asarray(v), self.outputs[k]) for k, v in raw.items()}

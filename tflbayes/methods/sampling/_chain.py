@@ -8,7 +8,7 @@ import numpy as np
 
 from tflbayes._keras import tf
 from tflbayes.errors import DivergenceError, TflbayesError
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.sampling.collect import SampleCollector
 from tflbayes.methods.sampling.likelihoods import keras_loss
 from tflbayes.posterior import EnsemblePosterior
@@ -21,9 +21,9 @@ MIXING_RATIO = 0.25
 
 def build_compiled(build_model, x, cfg, optimizer_fn, likelihood, noise_std, steps_per_execution=1):
     """Build the user's model under ``cfg.strategy`` and compile it with the sampler."""
-    _train.set_seed(cfg.seed)
-    with _train.scope(cfg.strategy):
-        model = _train.build(build_model, x.shape[1:])
+    training.set_seed(cfg.seed)
+    with training.scope(cfg.strategy):
+        model = training.build(build_model, x.shape[1:])
         model.compile(optimizer=optimizer_fn(), loss=keras_loss(likelihood, noise_std),
                       metrics=["accuracy"] if likelihood == "classification" else None,
                       steps_per_execution=steps_per_execution)

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tflbayes._checks import check_inputs
 from tflbayes._keras import tf
 from tflbayes.errors import InvalidInputError
 from tflbayes.methods.sampling.likelihoods import log_likelihood
@@ -26,7 +27,7 @@ def log_likelihood_trace(posterior: EnsemblePosterior, x, y) -> np.ndarray:
             "Invalid value received for argument `posterior_or_chains`. Expected an EnsemblePosterior (SG-MCMC "
             f"samples) or a list of them (one per chain). Received: {type(posterior).__name__}"
         )
-    x = posterior._check_x(x)
+    x = check_inputs(x, posterior.input_shape, "x")
     y = np.asarray(y)
     if len(y) != len(x):
         raise InvalidInputError(f"`y` must hold {len(x)} targets (one per input). Received: shape={list(y.shape)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tflbayes._checks import check_inputs
 from tflbayes._keras import keras, register, tf
 from tflbayes.errors import InvalidInputError
 
@@ -91,7 +92,7 @@ def regression_predictive(posterior, x) -> tuple:
     """
     from tflbayes.posterior.base import forward
 
-    x = posterior._check_x(x)
+    x = check_inputs(x, posterior.input_shape, "x")
     noise = float(posterior.options.get("noise_std", 1.0))
     saved = posterior.model.get_weights()
     try:

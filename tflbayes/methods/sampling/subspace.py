@@ -32,7 +32,7 @@ import numpy as np
 from tflbayes._checks import check_choice, check_positive_int
 from tflbayes._keras import tf
 from tflbayes.errors import DivergenceError, InvalidInputError
-from tflbayes.methods import _train
+from tflbayes.methods import training
 from tflbayes.methods.budget import is_auto
 from tflbayes.methods.registry import register_method
 from tflbayes.methods.sampling import _options
@@ -379,7 +379,7 @@ def train_subspace(build_model, x, y, cfg, num_samples=10, subspace="pca", rank=
     if sub.explained is not None:
         options["explained_variance"] = sub.explained
     # The low-dimensional sampling runs on one device: a plain copy of the model, outside the strategy.
-    plain = model if cfg.strategy is None else _train.build(build_model, x.shape[1:])
+    plain = model if cfg.strategy is None else training.build(build_model, x.shape[1:])
     plain.set_weights(sub.fixed)
     if sampler == "ess":
         zs, evals = _sample_ess(plain, sub, x, y, opts, opts["num_samples"], burn, thin, seed, cfg.verbose)

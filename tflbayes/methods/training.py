@@ -1,4 +1,8 @@
-"""Shared Keras training loop pieces for the methods."""
+"""The training loop every method shares (public: methods, distillation and compression reuse it).
+
+``train`` runs ``model.fit`` with the NaN stop (:class:`StopOnNaN`, raising a DivergenceError that
+names the step) and the adaptive ``epochs="auto"`` budget of :mod:`tflbayes.methods.budget`.
+"""
 from __future__ import annotations
 
 import contextlib
