@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from tflbayes._checks import check_inputs, check_labels, check_positive_float, check_positive_int
+from tflbayes._checks import check_options as _check_options
 from tflbayes._keras import keras
 from tflbayes.errors import InvalidInputError
 
@@ -29,10 +30,7 @@ def check_data(posterior, data, what: str):
 
 def check_options(method: str, options: dict, defaults: dict) -> dict:
     """The method's options with defaults filled in; unknown names raise, listing the valid ones."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        valid = ", ".join(sorted(defaults)) or "none"
-        raise InvalidInputError(f"Unknown option(s) {', '.join(unknown)} for method {method!r}. Valid options: {valid}.")
+    _check_options(options, defaults, f"method {method!r}")
     out = {**defaults, **options}
     for name in ("epochs", "batch_size", "finetune_epochs", "prune_epochs", "sample_epochs", "members"):
         if name in out and out[name] is not None:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from tflbayes._checks import check_choice, check_classification, check_inputs, check_positive_float, check_positive_int
+from tflbayes._checks import check_choice, check_classification, check_inputs, check_options, check_positive_float, check_positive_int
 from tflbayes.errors import InvalidInputError
 from tflbayes.methods import training
 from tflbayes.methods.budget import check_epochs, is_auto
@@ -53,12 +53,9 @@ def _check_teacher(teacher, method, recipe):
 
 def _check_options(method, recipe_cls, options, search):
     valid = {**recipe_cls.defaults, **(_SEARCH_OPTIONS if search else {})}
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        hint = "" if search else " (search options need search='prune')" if set(unknown) & set(_SEARCH_OPTIONS) else ""
-        raise InvalidInputError(
-            f"Unknown option(s) {', '.join(unknown)} for method {method!r}{hint}. "
-            f"Valid options: {', '.join(sorted(valid)) or 'none'}.")
+    unknown = set(options) - set(valid)
+    hint = "" if search else " (search options need search='prune')" if unknown & set(_SEARCH_OPTIONS) else ""
+    check_options(options, valid, f"method {method!r}", hint)
     merged = {**recipe_cls.defaults, **{k: v for k, v in options.items() if k in recipe_cls.defaults}}
     if method == "end2":
         check_choice("loss", merged["loss"], END2_LOSSES)

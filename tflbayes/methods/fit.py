@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-from tflbayes._checks import check_inputs, check_labels, check_positive_float, check_positive_int
+from tflbayes._checks import check_inputs, check_labels, check_options, check_positive_float, check_positive_int
 from tflbayes.errors import InvalidInputError
 from tflbayes.methods.budget import check_epochs, is_auto
 from tflbayes.methods.registry import METHODS, TrainConfig
@@ -59,12 +59,7 @@ def fit(build_model: Callable, data, method: str = "deep_ensemble", *, epochs="a
             f"Received: method={method!r}"
         )
     spec = METHODS[method]
-    unknown = sorted(set(options) - set(spec.defaults))
-    if unknown:
-        valid = ", ".join(sorted(spec.defaults)) or "none"
-        raise InvalidInputError(
-            f"Unknown option(s) {', '.join(unknown)} for method {method!r}. Valid options: {valid}."
-        )
+    check_options(options, spec.defaults, f"method {method!r}")
     if not callable(build_model):
         raise InvalidInputError("`build_model` must be a zero-argument function that returns a Keras model.")
     if hasattr(data, "x_train"):
