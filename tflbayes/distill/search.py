@@ -24,9 +24,6 @@ The result lists every point, the Pareto frontiers (size or latency vs quality),
 from __future__ import annotations
 
 import gzip
-import random
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -73,13 +70,11 @@ class SearchPoint:
 
 def pareto_front(points: Sequence[SearchPoint], axis: str = "gzip_bytes") -> list:
     """The points no other point beats on both ``axis`` (cost, lower is better) and ``score``."""
-    pts = sorted(points, key=lambda p: (getattr(p, axis), p.score))
-    front, best = [], float("inf")
-    for p in pts:
-        if p.score < best:
-            front.append(p)
-            best = p.score
-    return front
+    from tflbayes.bench.pareto import pareto_front as front_indices
+
+    points = list(points)
+    keep = front_indices([getattr(p, axis) for p in points], [p.score for p in points], lower_quality_is_better=True)
+    return [points[i] for i in keep]
 
 
 @dataclass
@@ -209,6 +204,8 @@ def interleaved_latency(blobs: dict, rounds: int = 200, warmup: int = 20, num_th
     """
     from ai_edge_litert.interpreter import Interpreter
 
+    from tflbayes.bench.timing import interleaved
+
     its = {}
     for name, blob in blobs.items():
         it = Interpreter(model_content=blob, num_threads=num_threads)
@@ -217,18 +214,8 @@ def interleaved_latency(blobs: dict, rounds: int = 200, warmup: int = 20, num_th
         xin = np.random.default_rng(0).random(det["shape"]).astype(np.float32) if x is None else x
         it.set_tensor(det["index"], xin)
         its[name] = it
-    times = {name: [] for name in its}
-    rng = random.Random(0)
-    order = list(its)
-    for r in range(rounds + warmup):
-        rng.shuffle(order)
-        for name in order:
-            t0 = time.perf_counter()
-            its[name].invoke()
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[name].append(dt)
-    return {name: statistics.median(v) * 1e6 for name, v in times.items()}
+    times = interleaved({name: it.invoke for name, it in its.items()}, rounds=rounds, warmup=warmup, shuffle_seed=0)
+    return {name: float(np.median(v)) * 1e6 for name, v in times.items()}
 
 
 def _quality(recipe, posterior, model, x_val, y_val, validation_data, x_ood) -> dict:
