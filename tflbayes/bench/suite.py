@@ -33,6 +33,10 @@ SUITE = (
     ("ensemble-S10-members", "ensemble", "members", 10, ("float32", "int8")),
     ("csgmcmc-S10-batched", "csgmcmc", "batched", 10, ("float32", "int8")),
     ("end2_student", "end2", "dirichlet", 1, ("float32", "int8")),
+    # single-pass posteriors: ensemble-like uncertainty at about one network's cost
+    ("mimo-S3", "mimo", "single_pass", None, ("float32", "int8")),
+    ("batch_ensemble-S4", "batch_ensemble", "single_pass", None, ("float32", "dynamic")),  # int8: see README
+    ("laplace_bridge", "laplace", "single_pass", None, ("float32", "int8")),
 )
 
 TARGETS = {
@@ -57,6 +61,9 @@ def _train(ds, epochs, verbose):
         "variational": ("variational", {}),
         "ensemble": ("deep_ensemble", {"members": 10}),
         "csgmcmc": ("csgmcmc", {"num_samples": 10, "exploration": 0.5}),
+        "mimo": ("mimo", {"num_samples": 3}),
+        "batch_ensemble": ("batch_ensemble", {"num_samples": 4}),
+        "laplace": ("laplace", {"link": "bridge"}),
     }
     posts, train_s = {}, {}
     for key, (method, opts) in specs.items():
