@@ -39,6 +39,20 @@ def make_functional_mlp(input_shape=(8, 8, 1), num_classes=10, hidden=(32, 16), 
     return keras.Model(inp, out, name="functional_mlp")
 
 
+def assert_one_error_line(result, *fragments) -> str:
+    """A click result that failed the CLI way: exit 2, no traceback, one ``error: ...`` line on stderr
+    containing every fragment; returns that line."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    err = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(err) == 1, result.stderr
+    assert err[0].startswith("error: "), err
+    for frag in fragments:
+        assert frag in err[0], (frag, err[0])
+    return err[0]
+
+
 def run_result_script(tmp_path, source: str, timeout: int = 300) -> dict:
     """Run ``source`` as a fresh Python process (e.g. to split the CPU into logical devices before
     TensorFlow starts) and return the JSON it prints on its last ``RESULT `` line."""

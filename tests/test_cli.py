@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import tflbayes as tb
 from tflbayes.cli.main import cli
+from conftest import assert_one_error_line
 
 CORE = ["train", "evaluate", "demo"]
 SUBCOMMANDS = sorted(set(cli.commands) | set(CORE))  # every registered sub-command
@@ -23,16 +24,6 @@ def _run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
 
 
-def _assert_one_error_line(result, *fragments):
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    err = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(err) == 1, result.stderr
-    assert err[0].startswith("error: "), err
-    for frag in fragments:
-        assert frag in err[0], (frag, err[0])
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -146,18 +137,18 @@ def test_evaluate_several_ood_protocols(trained):
 
 
 def test_train_unknown_data_set(tmp_path):
-    line = _assert_one_error_line(_run("train", "--data", "cifar99", "--epochs", 1, "--out", tmp_path / "x"),
+    line = assert_one_error_line(_run("train", "--data", "cifar99", "--epochs", 1, "--out", tmp_path / "x"),
                                   "cifar99")
     assert "digits" in line
 
 
 def test_train_missing_npz(tmp_path):
-    _assert_one_error_line(_run("train", "--data", tmp_path / "nope.npz", "--epochs", 1, "--out", tmp_path / "x"),
+    assert_one_error_line(_run("train", "--data", tmp_path / "nope.npz", "--epochs", 1, "--out", tmp_path / "x"),
                            "nope.npz")
 
 
 def test_train_unknown_method(tmp_path):
-    line = _assert_one_error_line(
+    line = assert_one_error_line(
         _run("train", "--method", "bayes_by_magic", "--epochs", 1, "--arch", "mlp", "--out", tmp_path / "x"), "bayes_by_magic")
     assert "deep_ensemble" in line and "mc_dropout" in line
     assert not (tmp_path / "x").exists()
@@ -176,7 +167,7 @@ def test_train_unknown_method(tmp_path):
     ],
 )
 def test_train_bad_options(tmp_path, args, fragment):
-    _assert_one_error_line(_run("train", "--arch", "mlp", "--epochs", 1, *args, "--out", tmp_path / "x"), fragment)
+    assert_one_error_line(_run("train", "--arch", "mlp", "--epochs", 1, *args, "--out", tmp_path / "x"), fragment)
     assert not (tmp_path / "x").exists()
 
 
@@ -189,7 +180,7 @@ def test_train_usage_errors_exit_2_without_traceback(tmp_path, args):
 
 
 def test_evaluate_missing_folder(tmp_path):
-    _assert_one_error_line(_run("evaluate", tmp_path / "missing"), "missing")
+    assert_one_error_line(_run("evaluate", tmp_path / "missing"), "missing")
 
 
 def test_evaluate_corrupt_posterior(trained, tmp_path):
@@ -198,9 +189,9 @@ def test_evaluate_corrupt_posterior(trained, tmp_path):
     shutil.copytree(out, bad)
     w = bad / "weights.npz"
     w.write_bytes(w.read_bytes()[:100])
-    _assert_one_error_line(_run("evaluate", bad), "weights.npz")
+    assert_one_error_line(_run("evaluate", bad), "weights.npz")
     (bad / "posterior.json").write_text("{not json")
-    _assert_one_error_line(_run("evaluate", bad), "posterior.json")
+    assert_one_error_line(_run("evaluate", bad), "posterior.json")
 
 
 @pytest.mark.parametrize(
@@ -215,7 +206,7 @@ def test_evaluate_corrupt_posterior(trained, tmp_path):
 )
 def test_evaluate_bad_options(trained, args, fragment):
     out, _ = trained
-    _assert_one_error_line(_run("evaluate", out, *args), fragment)
+    assert_one_error_line(_run("evaluate", out, *args), fragment)
 
 
 def test_train_layers_by_name(tmp_path):
@@ -225,5 +216,5 @@ def test_train_layers_by_name(tmp_path):
     assert result.exit_code == 0, result.output
     post = tb.load(tmp_path / "mcd")
     assert post.options["dropout_layers"] and all("logits" in str(n) for n in post.options["dropout_layers"])
-    _assert_one_error_line(_run("train", "--arch", "mlp", "--method", "mc_dropout", "--layers", "nope",
+    assert_one_error_line(_run("train", "--arch", "mlp", "--method", "mc_dropout", "--layers", "nope",
                                 "--epochs", 1, "--out", tmp_path / "bad"), "nope")

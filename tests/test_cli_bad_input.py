@@ -18,22 +18,13 @@ from click.testing import CliRunner
 from tflbayes.cli.main import cli
 
 import _tamper as T
+from conftest import assert_one_error_line
 
 
 def _run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
 
 
-def _one_error_line(result, *fragments) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    err = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(err) == 1, result.stderr
-    assert err[0].startswith("error: "), err
-    for frag in fragments:
-        assert frag in err[0], (frag, err[0])
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +56,7 @@ def test_train_checks_out_before_training(places, where):
     t0 = time.perf_counter()
     result = _run("train", "--data", "digits", "--method", "deep_ensemble", "--members", 2, "--epochs", 50,
                   "--arch", "mlp", "--quiet", "--out", places[where])
-    _one_error_line(result, "--out", _FOLDER_MESSAGES[where])
+    assert_one_error_line(result, "--out", _FOLDER_MESSAGES[where])
     assert time.perf_counter() - t0 < 20  # 50 epochs of 2 members were not trained first
     assert (places["foreign-dir"] / "notes.txt").read_text() == "mine"
 
@@ -78,7 +69,7 @@ def test_train_refuses_an_unwritable_location(tmp_path, monkeypatch):
     real = common.os.access
     monkeypatch.setattr(common.os, "access", lambda p, mode: False if str(p) == str(ro) else real(p, mode))
     result = _run("train", "--epochs", 1, "--quiet", "--out", ro / "post")
-    _one_error_line(result, "not writable")
+    assert_one_error_line(result, "not writable")
 
 
 @pytest.mark.parametrize("cmd", [
@@ -89,11 +80,11 @@ def test_train_refuses_an_unwritable_location(tmp_path, monkeypatch):
 def test_folder_outputs_are_checked_first(posterior_dir, places, cmd, where):
     args = [a.format(post=posterior_dir) if isinstance(a, str) else a for a in cmd]
     result = _run(*args, "--out", places[where])
-    _one_error_line(result, "--out", _FOLDER_MESSAGES[where])
+    assert_one_error_line(result, "--out", _FOLDER_MESSAGES[where])
 
 
 def test_convert_will_not_replace_a_foreign_folder(posterior_dir, places):
-    _one_error_line(_run("convert", posterior_dir, "--out", places["foreign-dir"]), "non-empty folder")
+    assert_one_error_line(_run("convert", posterior_dir, "--out", places["foreign-dir"]), "non-empty folder")
     assert (places["foreign-dir"] / "notes.txt").read_text() == "mine"
 
 
@@ -102,21 +93,21 @@ def test_convert_will_not_replace_a_foreign_folder(posterior_dir, places):
     ("--plots", "file", "is an existing file"), ("--plots", "under-file", "is a file, not a folder"),
 ])
 def test_evaluate_checks_its_outputs_first(posterior_dir, places, option, where, message):
-    _one_error_line(_run("evaluate", posterior_dir, option, places[where]), option, message)
+    assert_one_error_line(_run("evaluate", posterior_dir, option, places[where]), option, message)
 
 
 @pytest.mark.parametrize("rounds", [0, -5])
 def test_bench_rounds_must_be_positive(tiny_bundle, rounds):
-    _one_error_line(_run("bench", tiny_bundle, "--rounds", rounds, "--no-memory"), "--rounds")
+    assert_one_error_line(_run("bench", tiny_bundle, "--rounds", rounds, "--no-memory"), "--rounds")
 
 
 @pytest.mark.parametrize("where, message", [("foreign-dir", "is a folder"), ("under-file", "is a file, not a folder")])
 def test_bench_checks_out_first(tiny_bundle, places, where, message):
-    _one_error_line(_run("bench", tiny_bundle, "--rounds", 3, "--no-memory", "--out", places[where]), message)
+    assert_one_error_line(_run("bench", tiny_bundle, "--rounds", 3, "--no-memory", "--out", places[where]), message)
 
 
 def test_a_missing_posterior_is_one_line(tmp_path):
-    _one_error_line(_run("evaluate", tmp_path / "nope"), "does not exist")
+    assert_one_error_line(_run("evaluate", tmp_path / "nope"), "does not exist")
 
 
 # --------------------------------------------------------------------------- inspect
@@ -161,13 +152,13 @@ def test_inspect_on_malformed_manifests_is_one_line(bundle_copy, edit, fragment)
     m = T.manifest(bundle_copy)
     edit(m)
     T.write_manifest(bundle_copy, m)
-    _one_error_line(_run("inspect", bundle_copy), fragment)
+    assert_one_error_line(_run("inspect", bundle_copy), fragment)
 
 
 @pytest.mark.parametrize("text", ["{", "[1]", "[" * 100_000, '{"format_version": ' + "1" * 5000 + "}"])
 def test_inspect_on_a_broken_manifest_file_is_one_line(bundle_copy, text):
     (bundle_copy / "manifest.json").write_text(text)
-    _one_error_line(_run("inspect", bundle_copy), "manifest")
+    assert_one_error_line(_run("inspect", bundle_copy), "manifest")
 
 
 # --------------------------------------------------------------------------- report
@@ -189,11 +180,11 @@ def test_inspect_on_a_broken_manifest_file_is_one_line(bundle_copy, text):
 def test_report_on_results_of_the_wrong_structure(tmp_path, content, fragment):
     p = tmp_path / "results.json"
     p.write_text(content)
-    _one_error_line(_run("report", p, "--out", tmp_path / "rep"), fragment)
+    assert_one_error_line(_run("report", p, "--out", tmp_path / "rep"), fragment)
 
 
 def test_report_on_a_missing_file(tmp_path):
-    _one_error_line(_run("report", tmp_path / "none.json"), "missing")
+    assert_one_error_line(_run("report", tmp_path / "none.json"), "missing")
 
 
 # --------------------------------------------------------------------------- predict
@@ -208,7 +199,7 @@ def inputs(tmp_path, digits):
 
 @pytest.mark.parametrize("threshold", ["nan", "NaN"])
 def test_predict_threshold_must_not_be_nan(tiny_bundle, inputs, threshold):
-    _one_error_line(_run("predict", tiny_bundle, "--input", inputs, "--threshold", threshold), "--threshold")
+    assert_one_error_line(_run("predict", tiny_bundle, "--input", inputs, "--threshold", threshold), "--threshold")
 
 
 def test_predict_threshold_inf_never_abstains(tiny_bundle, inputs):
@@ -220,14 +211,14 @@ def test_predict_threshold_inf_never_abstains(tiny_bundle, inputs):
 def test_predict_refuses_complex_inputs(tiny_bundle, tmp_path, digits):
     p = tmp_path / "c.npy"
     np.save(p, digits.x_test[:2].astype(np.complex64) * (1 + 1j))
-    _one_error_line(_run("predict", tiny_bundle, "--input", p), "complex")
+    assert_one_error_line(_run("predict", tiny_bundle, "--input", p), "complex")
 
 
 def test_predict_refuses_int_class_names(bundle_copy, inputs):
     m = T.manifest(bundle_copy)
     m["class_names"] = list(range(10))
     T.write_manifest(bundle_copy, m)
-    _one_error_line(_run("predict", bundle_copy, "--input", inputs), "class_names")
+    assert_one_error_line(_run("predict", bundle_copy, "--input", inputs), "class_names")
 
 
 @pytest.mark.parametrize("make, fragment", [
@@ -240,11 +231,11 @@ def test_predict_refuses_int_class_names(bundle_copy, inputs):
 def test_predict_bad_input_files(tiny_bundle, tmp_path, make, fragment):
     p = tmp_path / "in.npy"
     make(p)
-    _one_error_line(_run("predict", tiny_bundle, "--input", p), fragment)
+    assert_one_error_line(_run("predict", tiny_bundle, "--input", p), fragment)
 
 
 def test_predict_threads_must_be_positive(tiny_bundle, inputs):
-    _one_error_line(_run("predict", tiny_bundle, "--input", inputs, "--threads", 0), "--threads")
+    assert_one_error_line(_run("predict", tiny_bundle, "--input", inputs, "--threads", 0), "--threads")
 
 
 def test_predict_near_the_float32_limit_never_passes_nan_as_a_class(tiny_bundle, tmp_path):
@@ -252,7 +243,7 @@ def test_predict_near_the_float32_limit_never_passes_nan_as_a_class(tiny_bundle,
     np.save(p, np.full((2, 8, 8, 1), 3e38, np.float32))
     result = _run("predict", tiny_bundle, "--input", p, "--json")
     if result.exit_code == 2:
-        _one_error_line(result)
+        assert_one_error_line(result)
         return
     assert result.exit_code == 0, (result.output, result.exception)
     for line in result.stdout.splitlines():
