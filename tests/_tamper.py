@@ -46,5 +46,11 @@ def manifest(path) -> dict:
     return json.loads((Path(path) / "manifest.json").read_text())
 
 
-def write_manifest(path, m: dict) -> None:
+def write_manifest(path, m: dict, reseal: bool = True) -> None:
+    """Write manifest.json; with ``reseal`` (default) recompute its seal, as an attacker who knows the
+    format would, so the checks behind the seal are what the edit meets."""
+    from tflbayes.runtime.manifest import SEAL, seal
+
+    if reseal and SEAL in m:
+        m = seal(m)
     (Path(path) / "manifest.json").write_text(json.dumps(m))

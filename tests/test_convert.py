@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tflbayes as tb
+from tflbayes.runtime.manifest import seal
 from tflbayes.converters.tflite import op_names
 from tflbayes.errors import BundleError, ConversionError, InvalidInputError, VerificationError
 
@@ -169,7 +170,7 @@ def _copy(src, tmp_path):
 def _edit_manifest(path, fn):
     m = json.loads((path / "manifest.json").read_text())
     fn(m)
-    (path / "manifest.json").write_text(json.dumps(m))
+    (path / "manifest.json").write_text(json.dumps(seal(m)))  # re-sealed: the checks behind the seal
 
 
 def test_corrupt_and_mismatched_bundles(saved_bundle, tmp_path):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import tflbayes as tb
+from tflbayes.runtime.manifest import seal
 from tflbayes._io import sha256_file
 from tflbayes.converters.edgetpu import (COMPILER16_MAX_VERSIONS, EDGETPU_OPS, PARAMETER_CACHE_BYTES,
                                          check_edgetpu, op_versions)
@@ -135,7 +136,7 @@ def test_a_missing_edgetpu_runtime_is_a_bundle_error(members_tpu, tmp_path):
     for f, c in zip(st["files"], st["edgetpu_files"]):  # stand-ins for compiled files
         shutil.copy(b / f, b / c)
     st["edgetpu_sha256"] = [sha256_file(b / c) for c in st["edgetpu_files"]]
-    (b / "manifest.json").write_text(json.dumps(m))
+    (b / "manifest.json").write_text(json.dumps(seal(m)))
     with pytest.raises(BundleError, match=r"libedgetpu\.so\.1 on device 'usb'.*use_edgetpu=False"):
         tb.load_bundle(b, use_edgetpu=True, edgetpu_device="usb")
 

@@ -5,9 +5,9 @@ The fast tests run a few hundred mutations per artifact kind in-process; ``@pyte
 the full campaign (several thousand per kind, more kinds). Every case is one mutation of a valid
 artifact, loaded and predicted under a time bound. Unsigned edits must be refused or change
 nothing; signed edits (checksums, sizes and field digests recomputed, as an attacker would) may
-load, but only as a sane posterior. For bundles, edits of the abstention thresholds' values or of
-class-name text cannot be told from a genuine manifest (manifest.json carries no digest of itself):
-they are counted as ``decision_edits``, not hidden.
+load, but only as a sane posterior. Bundle manifests are sealed (a digest of every field), so an
+unsigned edit of the abstention thresholds' values or of class-name text is refused too: the
+``decision_edits`` count must stay 0.
 """
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ def test_fuzz_bundles(tiny_bundle, x, tmp_path):
     _report("bundle/batched-float32 n=300 seed=13", counts)
     _check(counts)
     assert counts["refused"] > 100
+    assert counts["decision_edits"] == 0  # the manifest seal catches threshold / class-name edits
 
 
 def test_the_fuzzer_detects_what_it_should(tmp_path, untrained_ensemble, x):

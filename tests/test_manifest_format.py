@@ -72,6 +72,7 @@ def test_version_1_bundles_still_load_and_upgrade(bundles, digits, tmp_path):
     m = copy.deepcopy(src.manifest)
     m["format_version"] = 1
     del m["target"]
+    m.pop(mf.SEAL, None)  # version 1 had no seal
     for st in m["stages"]:
         st.pop("tensors", None)
     (old / "manifest.json").write_text(json.dumps(m))
@@ -109,7 +110,36 @@ def test_write_manifest_refuses_an_invalid_manifest_and_writes_nothing(bundles, 
         mf.write_manifest(tmp_path, m)
     assert not (tmp_path / "manifest.json").exists()
     m["num_samples"] = 3
-    assert json.loads(mf.write_manifest(tmp_path, m).read_text()) == m
+    assert json.loads(mf.write_manifest(tmp_path, m).read_text()) == mf.seal(m)
+
+
+def test_the_seal_catches_an_edit_of_any_field(bundles, tmp_path):
+    """A field edited after conversion (a threshold, a class name, an added or removed field) is
+    refused naming the field; an unsealed manifest (older bundles) still loads, marked unsealed."""
+    import shutil
+
+    src = bundles[("batched", "float32")]
+    assert tb.load_bundle(src.path).sealed is True
+    edits = {
+        "verification": lambda m: m["verification"].__setitem__("data", "forged"),
+        "class_names": lambda m: m["class_names"].__setitem__(0, m["class_names"][0] + "x"),
+        "comment": lambda m: m.__setitem__("comment", "added"),
+        "provenance": lambda m: m.pop("provenance"),
+    }
+    for i, (field, fn) in enumerate(edits.items()):
+        case = tmp_path / f"case{i}"
+        shutil.copytree(src.path, case)
+        m = json.loads((case / "manifest.json").read_text())
+        fn(m)
+        (case / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(BundleError, match=f"`{field}`"):
+            tb.load_bundle(case)
+    unsealed = tmp_path / "unsealed"
+    shutil.copytree(src.path, unsealed)
+    m = json.loads((unsealed / "manifest.json").read_text())
+    del m[mf.SEAL]
+    (unsealed / "manifest.json").write_text(json.dumps(m))
+    assert tb.load_bundle(unsealed).sealed is False
 
 
 def test_output_meanings_are_right_for_each_kind():

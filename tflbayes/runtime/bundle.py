@@ -20,7 +20,7 @@ import numpy as np
 from tflbayes._checks import check_inputs, check_path
 from tflbayes._io import check_member, read_json, sha256_file
 from tflbayes.errors import BundleError, InvalidInputError
-from tflbayes.runtime.manifest import validate_manifest
+from tflbayes.runtime.manifest import check_seal, validate_manifest
 from tflbayes.uncertainty import Prediction, decompose
 
 __all__ = ["Bundle", "load_bundle", "ABSTAIN", "quantize", "dequantize"]
@@ -159,6 +159,8 @@ class Bundle:
         self._graphs = {}
         self._resident = []  # member files currently loaded, oldest first
         self._check_against_models()
+        # last, so that a field that contradicts the graphs is named by the check above
+        self.sealed = check_seal(manifest, mpath)
 
     # -- manifest facts ---------------------------------------------------------------------
     mode = property(lambda self: self.manifest["mode"])

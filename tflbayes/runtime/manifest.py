@@ -51,14 +51,13 @@ import datetime
 import platform
 from pathlib import Path
 
-from tflbayes._io import require_field, sha256_file, write_json
+from tflbayes._io import digest_json, require_field, sha256_file, write_json
 from tflbayes.errors import BundleError
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS", "MODES", "PRECISIONS", "POSTPROCESSING", "TARGETS",
     "OUTPUT_MEANINGS", "output_meanings", "graph_tensors", "build_stages", "build_manifest", "write_manifest",
-    "validate_manifest", "upgrade_manifest", "stage_files", "MAX_SAMPLES",
-]
+    "validate_manifest", "upgrade_manifest", "stage_files", "MAX_SAMPLES", "seal", "check_seal", "SEAL"]
 
 FORMAT = "tflbayes-bundle"
 FORMAT_VERSION = 2
@@ -212,11 +211,44 @@ def build_manifest(folder, posterior, *, mode: str, precision: str, num_samples:
     return manifest
 
 
+SEAL = "fields_sha256"
+
+
+def seal(manifest: dict) -> dict:
+    """``manifest`` plus its seal: ``fields_sha256`` maps every other top-level field to the sha256
+    of its canonical JSON, so an edit of any field (thresholds, class names, mode, ...) is caught at
+    load time. A seal is a checksum, not a signature: whoever can write the folder can re-seal it."""
+    body = {k: v for k, v in manifest.items() if k != SEAL}
+    return {**body, SEAL: {k: digest_json(v) for k, v in body.items()}}
+
+
+def check_seal(manifest: dict, path) -> bool:
+    """Raise :class:`BundleError` naming the field when ``manifest`` does not match its seal.
+
+    Returns False for an unsealed manifest (format 1, or written before seals existed), True when
+    the seal matches."""
+    if SEAL not in manifest:
+        return False
+    digests = manifest[SEAL]
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise BundleError(f"{path}: field `{SEAL}` must be an object of sha256 strings.")
+    body = {k: v for k, v in manifest.items() if k != SEAL}
+    for key in sorted(set(body) | set(digests)):
+        if key not in digests:
+            raise BundleError(f"{path}: field `{key}` is not covered by `{SEAL}`: added after conversion.")
+        if key not in body:
+            raise BundleError(f"{path}: field `{key}` listed in `{SEAL}` is missing: removed after conversion.")
+        if digest_json(body[key]) != digests[key]:
+            raise BundleError(f"{path}: field `{key}` does not match its digest in `{SEAL}`: manifest.json was "
+                              "edited after conversion (re-convert, or restore the original file).")
+    return True
+
+
 def write_manifest(folder, manifest: dict) -> Path:
-    """Validate ``manifest`` and write it atomically as ``folder/manifest.json``."""
+    """Validate ``manifest`` and write it, sealed (:func:`seal`), atomically as ``folder/manifest.json``."""
     path = Path(folder) / "manifest.json"
     validate_manifest(manifest, path)
-    write_json(path, manifest)
+    write_json(path, seal(manifest))
     return path
 
 
