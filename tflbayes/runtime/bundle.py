@@ -62,14 +62,7 @@ class _Graph:
         self.outputs = self.runner.get_output_details()
 
     def __call__(self, **values) -> dict:
-        feed = {}
-        for name, det in self.inputs.items():
-            if name not in values:
-                raise BundleError(f"{self.path}: the graph needs input {name!r}, the pipeline has {sorted(values)}.")
-            v = np.asarray(values[name])
-            if tuple(v.shape) != tuple(det["shape"]):
-                raise BundleError(f"{self.path}: input {name!r} has shape {list(det['shape'])}, got {list(v.shape)}.")
-            feed[name] = quantize(v, det)
+        feed = {name: quantize(v, self.inputs[name]) for name, v in checked_feed(self.path, self.inputs, values).items()}
         raw = self.runner(**feed)
         return {k: dequantize(raw[k], self.outputs[k]) for k in raw}
 
@@ -80,6 +73,20 @@ def _qparams(det):
     if len(scales) == 0:
         return None
     return float(scales[0]), int(zps[0])
+
+
+def checked_feed(path, inputs: dict, values: dict) -> dict:
+    """``{name: array}`` for every input a graph file needs, each of the shape its details say; a missing
+    input or a wrong shape is a :class:`BundleError` naming the file (LiteRT and TFLite Micro graphs alike)."""
+    feed = {}
+    for name, det in inputs.items():
+        if name not in values:
+            raise BundleError(f"{path}: the graph needs input {name!r}, the pipeline has {sorted(values)}.")
+        v = np.asarray(values[name])
+        if tuple(v.shape) != tuple(det["shape"]):
+            raise BundleError(f"{path}: input {name!r} has shape {list(det['shape'])}, got {list(v.shape)}.")
+        feed[name] = v
+    return feed
 
 
 def quantize(v, det):

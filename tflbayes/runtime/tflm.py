@@ -110,15 +110,13 @@ class TflmGraph:
         self.outputs = {e["name"]: _details(e) for e in tmap["outputs"]}
 
     def __call__(self, **values) -> dict:
+        from tflbayes.runtime.bundle import checked_feed
+
         it = self.tflm
         with captured_stderr() as err:
             try:
-                for name, det in self.inputs.items():
-                    if name not in values:
-                        raise BundleError(f"{self.path}: the graph needs input {name!r}, the pipeline has {sorted(values)}.")
-                    v = np.asarray(values[name])
-                    if tuple(v.shape) != tuple(det["shape"]):
-                        raise BundleError(f"{self.path}: input {name!r} has shape {list(det['shape'])}, got {list(v.shape)}.")
+                for name, v in checked_feed(self.path, self.inputs, values).items():
+                    det = self.inputs[name]
                     it.set_input(np.ascontiguousarray(self.quantize(v, det)), det["index"])
                 for e in self.noise:  # the device's tb_rng_uniform / tb_rng_normal fills, in input order
                     det = _details(e)
