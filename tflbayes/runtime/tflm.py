@@ -96,7 +96,7 @@ class TflmGraph:
     """
 
     def __init__(self, path: Path, manifest: dict, rng, arena_size=None):
-        from tflbayes.runtime.bundle import dequantize, quantize  # same package: the LiteRT path's rules
+        from tflbayes.runtime.graph import dequantize, quantize  # the LiteRT path's rules
 
         self.path = Path(path)
         self.quantize, self.dequantize = quantize, dequantize
@@ -110,7 +110,7 @@ class TflmGraph:
         self.outputs = {e["name"]: _details(e) for e in tmap["outputs"]}
 
     def __call__(self, **values) -> dict:
-        from tflbayes.runtime.bundle import checked_feed
+        from tflbayes.runtime.graph import checked_feed
 
         it = self.tflm
         with captured_stderr() as err:
