@@ -172,22 +172,23 @@ def conv1d(input_shape, num_classes, filters=(16, 32)):
     return keras.Model(inp, out, name="conv1d")
 
 
+def _recurrent(kind: str, input_shape, num_classes, units: int):
+    """``kind`` ("GRU" or "LSTM") with ``units`` over the sequence, its last state -> logits."""
+    keras, L = _k()
+    inp, x = _sequence_input(input_shape, f"{kind} classifier")
+    x = getattr(L, kind)(units, name=kind.lower())(x)
+    out = L.Dense(num_classes, name="logits")(x)
+    return keras.Model(inp, out, name=kind.lower())
+
+
 def gru(input_shape, num_classes, units=32):
     """GRU(units) over the sequence, its last state -> logits."""
-    keras, L = _k()
-    inp, x = _sequence_input(input_shape, "GRU classifier")
-    x = L.GRU(units, name="gru")(x)
-    out = L.Dense(num_classes, name="logits")(x)
-    return keras.Model(inp, out, name="gru")
+    return _recurrent("GRU", input_shape, num_classes, units)
 
 
 def lstm(input_shape, num_classes, units=32):
     """LSTM(units) over the sequence, its last state -> logits."""
-    keras, L = _k()
-    inp, x = _sequence_input(input_shape, "LSTM classifier")
-    x = L.LSTM(units, name="lstm")(x)
-    out = L.Dense(num_classes, name="logits")(x)
-    return keras.Model(inp, out, name="lstm")
+    return _recurrent("LSTM", input_shape, num_classes, units)
 
 
 def ln_mlp(input_shape, num_classes, hidden=(64, 32)):
