@@ -22,6 +22,7 @@ initialisers) and convert to LiteRT builtins (RESHAPE, MUL, ADD, FULLY_CONNECTED
 from __future__ import annotations
 
 from tflbayes._keras import keras, register, tf
+from tflbayes._checks import check_positive_int
 from tflbayes.errors import InvalidInputError
 
 __all__ = ["DenseBatchEnsemble", "Conv2DBatchEnsemble", "BATCH_ENSEMBLE_LAYERS"]
@@ -34,12 +35,13 @@ def _fast_init():
 class _BatchEnsembleMixin:
     """Fast weights ``r [S, K]``, ``s [S, D]``, member biases ``b [S, D]`` around a shared kernel."""
 
-    def _check(self, num_members):
-        if isinstance(num_members, bool) or not isinstance(num_members, int) or num_members < 1:
-            raise InvalidInputError(
-                "Invalid value received for argument `num_members`. Expected an integer >= 1. "
-                f"Received: num_members={num_members!r}")
-        return int(num_members)
+    def _init_members(self, num_members, activation, use_bias, kernel_initializer, kernel_regularizer):
+        """The arguments Dense and Conv2D BatchEnsembles share, validated."""
+        self.num_members = check_positive_int("num_members", num_members)
+        self.member_activation = keras.activations.get(activation)
+        self.use_member_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def _add_fast(self, k: int, d: int):
         s = self.num_members
@@ -84,14 +86,8 @@ class DenseBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
     def __init__(self, units: int, num_members: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise InvalidInputError(f"Invalid value received for argument `units`. Expected an integer >= 1. Received: units={units!r}")
-        self.units = int(units)
-        self.num_members = self._check(num_members)
-        self.member_activation = keras.activations.get(activation)
-        self.use_member_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.units = check_positive_int("units", units)
+        self._init_members(num_members, activation, use_bias, kernel_initializer, kernel_regularizer)
 
     def build(self, input_shape):
         k = int(input_shape[-1])
@@ -128,20 +124,14 @@ class Conv2DBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
                  activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
                  kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-            raise InvalidInputError(f"Invalid value received for argument `filters`. Expected an integer >= 1. Received: filters={filters!r}")
         pad = str(padding).lower()
         if pad not in ("valid", "same"):
             raise InvalidInputError(f"Invalid value received for argument `padding`. Expected 'valid' or 'same'. Received: padding={padding!r}")
-        self.filters = int(filters)
+        self.filters = check_positive_int("filters", filters)
         self.kernel_size = tuple(int(k) for k in ((kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size))
         self.strides = tuple(int(k) for k in ((strides, strides) if isinstance(strides, int) else strides))
         self.padding = pad
-        self.num_members = self._check(num_members)
-        self.member_activation = keras.activations.get(activation)
-        self.use_member_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self._init_members(num_members, activation, use_bias, kernel_initializer, kernel_regularizer)
 
     def build(self, input_shape):
         k = int(input_shape[-1])

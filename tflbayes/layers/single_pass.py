@@ -5,7 +5,8 @@ Each is a deterministic, weightless Keras layer that converts to LiteRT builtins
 - :class:`RepeatChannels`: MIMO's prediction-time input, ``x [B, ..., c] -> [B, ..., S*c]`` (the
   same input in every one of the S input slots; CONCATENATION).
 - :class:`TileMembers`: BatchEnsemble's vectorisation, ``x [B, ...] -> [S*B, ...]`` member-major
-  (rows ``s*B .. s*B + B - 1`` belong to member ``s``; TILE).
+  (rows ``s*B .. s*B + B - 1`` belong to member ``s``; CONCATENATION, as int8 TILE is missing from
+  some kernels).
 - :class:`UntileMembers`: ``[S*B, C] -> [B, S, C]`` (RESHAPE + TRANSPOSE), the single-pass output.
 - :class:`TemperatureScale`: ``logits / T`` (MUL by the constant ``1/T``), what ``tb.calibrate``
   appends when the model's last layer cannot absorb the temperature.
@@ -13,77 +14,69 @@ Each is a deterministic, weightless Keras layer that converts to LiteRT builtins
 from __future__ import annotations
 
 from tflbayes._keras import keras, register, tf
-from tflbayes.errors import InvalidInputError
+from tflbayes._checks import check_positive_float, check_positive_int
 
 __all__ = ["RepeatChannels", "TileMembers", "UntileMembers", "TemperatureScale"]
 
 
 def _check_members(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(
-            f"Invalid value received for argument `num_members`. Expected an integer >= 1. Received: num_members={value!r}")
-    return int(value)
+    return check_positive_int("num_members", value)
+
+
+class _MembersLayer(keras.layers.Layer):
+    """A weightless layer configured by S (``num_members``)."""
+
+    def __init__(self, num_members: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_members = _check_members(num_members)
+
+    def get_config(self):
+        return {**super().get_config(), "num_members": self.num_members}
+
+
+class _Repeat(_MembersLayer):
+    """``concat([x] * S, axis=self.axis)`` (CONCATENATION: int8 TILE is missing from some kernels)."""
+
+    axis = -1
+
+    def call(self, inputs):
+        return tf.concat([inputs] * self.num_members, axis=self.axis)
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape).as_list()
+        shape[self.axis] = None if shape[self.axis] is None else shape[self.axis] * self.num_members
+        return tf.TensorShape(shape)
 
 
 @register
-class RepeatChannels(keras.layers.Layer):
+class RepeatChannels(_Repeat):
     """``x [B, ..., c] -> concat([x] * S, axis=-1) [B, ..., S*c]``: MIMO's S input slots, one input.
 
     Args:
         num_members: S, the number of input slots.
     """
 
-    def __init__(self, num_members: int, **kwargs):
-        super().__init__(**kwargs)
-        self.num_members = _check_members(num_members)
-
-    def call(self, inputs):
-        return tf.concat([inputs] * self.num_members, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        shape = tf.TensorShape(input_shape).as_list()
-        shape[-1] = None if shape[-1] is None else shape[-1] * self.num_members
-        return tf.TensorShape(shape)
-
-    def get_config(self):
-        return {**super().get_config(), "num_members": self.num_members}
+    axis = -1
 
 
 @register
-class TileMembers(keras.layers.Layer):
+class TileMembers(_Repeat):
     """``x [B, ...] -> [S*B, ...]``: every BatchEnsemble member gets the whole batch (member-major).
 
     Args:
         num_members: S.
     """
 
-    def __init__(self, num_members: int, **kwargs):
-        super().__init__(**kwargs)
-        self.num_members = _check_members(num_members)
-
-    def call(self, inputs):
-        return tf.concat([inputs] * self.num_members, axis=0)  # CONCATENATION (int8 TILE is missing from some kernels)
-
-    def compute_output_shape(self, input_shape):
-        shape = tf.TensorShape(input_shape).as_list()
-        shape[0] = None if shape[0] is None else shape[0] * self.num_members
-        return tf.TensorShape(shape)
-
-    def get_config(self):
-        return {**super().get_config(), "num_members": self.num_members}
+    axis = 0
 
 
 @register
-class UntileMembers(keras.layers.Layer):
+class UntileMembers(_MembersLayer):
     """``[S*B, C] (member-major) -> [B, S, C]``: the S members' logits side by side per input.
 
     Args:
         num_members: S.
     """
-
-    def __init__(self, num_members: int, **kwargs):
-        super().__init__(**kwargs)
-        self.num_members = _check_members(num_members)
 
     def call(self, inputs):
         c = inputs.shape[-1]
@@ -93,9 +86,6 @@ class UntileMembers(keras.layers.Layer):
         shape = tf.TensorShape(input_shape).as_list()
         b = None if shape[0] is None else shape[0] // self.num_members
         return tf.TensorShape([b, self.num_members, shape[-1]])
-
-    def get_config(self):
-        return {**super().get_config(), "num_members": self.num_members}
 
 
 @register
@@ -108,11 +98,7 @@ class TemperatureScale(keras.layers.Layer):
 
     def __init__(self, temperature: float, **kwargs):
         super().__init__(**kwargs)
-        t = temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
-            raise InvalidInputError(
-                f"Invalid value received for argument `temperature`. Expected a float > 0. Received: temperature={t!r}")
-        self.temperature = float(t)
+        self.temperature = check_positive_float("temperature", temperature)
 
     def call(self, inputs):
         return inputs * tf.constant(1.0 / self.temperature, inputs.dtype)
