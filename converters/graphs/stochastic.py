@@ -61,6 +61,7 @@ import numpy as np
 from tflbayes._keras import keras, tf
 from tflbayes.converters.graphs.walk import chain_layers
 from tflbayes.converters.graphs.head import head_from_logits
+from tflbayes._checks import check_positive_int
 from tflbayes.errors import ConversionError, InvalidInputError
 
 __all__ = ["build_stochastic", "CONV_SAMPLING", "DETERMINISTIC_LAYERS", "IDENTITY_LAYERS"]
@@ -95,15 +96,6 @@ IDENTITY_LAYERS = (
     keras.layers.GaussianNoise,
     keras.layers.AlphaDropout,
 )
-
-
-def _check_count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidInputError(
-            f"Invalid value received for argument `{name}`. Expected an integer >= 1. "
-            f"Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 # RANDOM_UNIFORM (and TF's RandomUniform) makes a float32 in [0, 1) from 23 random mantissa bits.
@@ -348,8 +340,8 @@ def build_stochastic(posterior, num_samples: int, batch_size: int = 1, head: boo
     """
     from tflbayes.layers import VARIATIONAL_LAYERS, MCDropout
 
-    s = _check_count("num_samples", num_samples)
-    b = _check_count("batch_size", batch_size)
+    s = check_positive_int("num_samples", num_samples)
+    b = check_positive_int("batch_size", batch_size)
     if conv_sampling not in CONV_SAMPLING:
         raise InvalidInputError(
             f"Invalid value received for argument `conv_sampling`. Expected one of {CONV_SAMPLING}. "

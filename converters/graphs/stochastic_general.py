@@ -58,6 +58,7 @@ from tflbayes.converters.graphs.head import head_from_logits
 from tflbayes.converters.graphs.stochastic import CONV_SAMPLING, _Builder
 from tflbayes.converters.graphs.walk import (call_layer, describe, find_layers, graph_nodes, is_graph_network,
                                              run_graph, tensor_id)
+from tflbayes._checks import check_positive_int
 from tflbayes.errors import ConversionError, InvalidInputError
 
 __all__ = ["build_stochastic_general", "stochastic_cut", "noise_arrays", "is_stochastic", "Cut", "Sampler",
@@ -226,10 +227,8 @@ def _suffix_call(g: Sampler, conv_sampling: str):
 
 
 def _check(posterior, num_samples, batch_size, part, noise, seed, conv_sampling):
-    for name, v in (("num_samples", num_samples), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise InvalidInputError(f"Invalid value received for argument `{name}`. Expected an integer >= 1. "
-                                    f"Received: {name}={v!r}")
+    check_positive_int("num_samples", num_samples)
+    check_positive_int("batch_size", batch_size)
     for name, v, choices in (("part", part, PARTS), ("noise", noise, NOISE_SOURCES),
                              ("conv_sampling", conv_sampling, CONV_SAMPLING)):
         if v not in choices:

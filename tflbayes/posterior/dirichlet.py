@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tflbayes._checks import check_positive_int
 from tflbayes.errors import InvalidInputError
 from tflbayes.posterior.base import SingleNetworkPosterior, forward
 from tflbayes.uncertainty import Prediction, dirichlet_decompose
@@ -101,12 +102,7 @@ class DirichletPosterior(SingleNetworkPosterior):
 
     def sample_probs(self, x, num_samples: Optional[int] = None, seed: Optional[int] = None) -> np.ndarray:
         """``[S, N, C]`` draws ``p ~ Dir(alpha(x))`` (numpy gamma draws; ``seed`` makes them repeatable)."""
-        s = self.num_samples if num_samples is None else num_samples
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-            raise InvalidInputError(
-                f"Invalid value received for argument `num_samples`. Expected an integer >= 1. "
-                f"Received: num_samples={num_samples!r}"
-            )
+        s = check_positive_int("num_samples", self.num_samples if num_samples is None else num_samples)
         return sample_dirichlet(self.alpha(x), int(s), np.random.default_rng(seed))
 
     def predict(self, x, num_samples: Optional[int] = None) -> Prediction:

@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tflbayes._keras import keras
+from tflbayes._checks import check_positive_int
 from tflbayes.errors import InvalidInputError
 from tflbayes.posterior.base import SingleNetworkPosterior, forward, softmax
 from tflbayes.posterior.dirichlet import alpha_from_logits
@@ -129,10 +130,7 @@ class LaplacePosterior(SingleNetworkPosterior):
 
     def sample_logits(self, x, num_samples: Optional[int] = None, seed: Optional[int] = None) -> np.ndarray:
         """``[S, N, C]`` draws ``f ~ N(mu, Sigma_f)`` (full ``Sigma_f`` for KFAC; numpy, ``seed`` repeatable)."""
-        s = self.num_samples if num_samples is None else num_samples
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-            raise InvalidInputError(
-                f"Invalid value received for argument `num_samples`. Expected an integer >= 1. Received: num_samples={num_samples!r}")
+        s = check_positive_int("num_samples", self.num_samples if num_samples is None else num_samples)
         rng = np.random.default_rng(seed)
         mu, var = self.moments(x)
         eps = rng.standard_normal((int(s), *mu.shape))

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tflbayes._keras import tf
+from tflbayes._checks import check_positive_int
 from tflbayes.errors import InvalidInputError
 from tflbayes.posterior.base import SingleNetworkPosterior, forward, softmax
 
@@ -40,12 +41,7 @@ class StochasticPosterior(SingleNetworkPosterior):
 
     def sample_probs(self, x, num_samples: Optional[int] = None, seed: Optional[int] = None) -> np.ndarray:
         x = self._check_x(x)
-        s = self.num_samples if num_samples is None else num_samples
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-            raise InvalidInputError(
-                f"Invalid value received for argument `num_samples`. Expected an integer >= 1. "
-                f"Received: num_samples={num_samples!r}"
-            )
+        s = check_positive_int("num_samples", self.num_samples if num_samples is None else num_samples)
         if seed is not None:
             tf.random.set_seed(seed)
         return np.stack([softmax(forward(self.model, x)) for _ in range(int(s))])
