@@ -24,7 +24,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tflbayes._checks import check_positive_int
-from tflbayes.errors import InvalidInputError
 from tflbayes.posterior.base import SingleNetworkPosterior, forward
 from tflbayes.uncertainty import Prediction, dirichlet_decompose
 

@@ -7,7 +7,6 @@ import numpy as np
 
 from tflbayes._keras import tf
 from tflbayes._checks import check_positive_int
-from tflbayes.errors import InvalidInputError
 from tflbayes.posterior.base import SingleNetworkPosterior, forward, softmax
 
 __all__ = ["StochasticPosterior"]
